@@ -1,0 +1,45 @@
+"""GX 1.x expectation suites, one function per stage.
+
+Suites are built from thresholds at call time (thresholds are run config), and GX is imported
+lazily: importing it costs ~5 s, which `dagster dev` and sensors should not pay at load time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ssl_assets.data.manifest import MANIFEST_COLUMNS, QUARANTINE_REASONS
+
+
+def raw_images_suite(max_quarantine_fraction: float) -> tuple[str, list[Any]]:
+    """The raw manifest: complete rows, unique ids, sane sizes, a bounded quarantine rate."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    ok = {"row_condition": Column("status") == "ok"}
+    quarantined = {"row_condition": Column("status") == "quarantined"}
+    expectations = [
+        gxe.ExpectTableColumnsToMatchSet(column_set=MANIFEST_COLUMNS, exact_match=False),
+        *[
+            gxe.ExpectColumnValuesToNotBeNull(column=c)
+            for c in ("image_id", "batch", "rel_path", "status")
+        ],
+        gxe.ExpectColumnValuesToBeUnique(column="image_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["ok", "quarantined"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="content_hash", **ok),
+        gxe.ExpectColumnValuesToNotBeNull(column="format", **ok),
+        gxe.ExpectColumnValuesToBeBetween(column="width", min_value=1, **ok),
+        gxe.ExpectColumnValuesToBeBetween(column="height", min_value=1, **ok),
+        gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=1, **ok),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="reason", value_set=list(QUARANTINE_REASONS), **quarantined
+        ),
+        # The quarantine rate: at least (1 - max fraction) of the files must be ok.
+        gxe.ExpectColumnValuesToBeInSet(
+            column="status",
+            value_set=["ok"],
+            mostly=max(0.0, 1.0 - max_quarantine_fraction),
+            meta={"gate": "quarantine_rate", "max_quarantine_fraction": max_quarantine_fraction},
+        ),
+    ]
+    return "raw_images", expectations

@@ -1,0 +1,13 @@
+"""Every gate threshold's default, in one place.
+
+Assets expose these as run config (editable in the Dagster launchpad); the values here are only
+the defaults. Each has a comment saying what it protects.
+"""
+
+from __future__ import annotations
+
+# raw_images: a batch with more quarantined files than this is not admitted (something upstream
+# is broken: a bad export, a truncated copy), rather than silently training on what is left.
+RAW_MAX_QUARANTINE_FRACTION = 0.2
+# raw_images: a batch must hold at least this many usable images to be admitted.
+RAW_MIN_OK_IMAGES = 1

@@ -1,0 +1,103 @@
+"""The lake: one root directory, and the only code that turns names into paths under it.
+
+Layout under `$SSL_LAKE` (default `./lake`):
+
+    landing/<batch>/...   what users drop in; never modified, moved or deleted by the pipeline
+    catalog/...           decoded canonical arrays (written by curation)
+    models/<model_id>/    weights + config
+    metadata.duckdb       the metadata store
+
+Every name that comes from outside (a batch name, a relative path from a CSV) is checked here,
+so no path can escape the lake.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+LAKE_ENV = "SSL_LAKE"
+DEFAULT_LAKE = "lake"
+READY_MARKER = "_READY"
+_BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class UnsafePathError(ValueError):
+    """A name would resolve outside the directory it must stay in."""
+
+
+def default_lake_root() -> str:
+    """The lake root from `$SSL_LAKE`, else `./lake`, as an absolute path."""
+    return str(Path(os.environ.get(LAKE_ENV) or DEFAULT_LAKE).expanduser().resolve())
+
+
+def validate_batch_name(batch: str) -> str:
+    """Batch names become folder names and partition keys: letters, digits, `._-` only."""
+    if not _BATCH_NAME.match(batch) or batch in {".", ".."}:
+        raise UnsafePathError(
+            f"batch name {batch!r} is not allowed: use letters, digits, '.', '_' or '-' "
+            "(at most 128 characters, not starting with '.' or '-')"
+        )
+    return batch
+
+
+def resolve_inside(root: Path, relative: str | os.PathLike[str]) -> Path:
+    """Join `relative` onto `root` and refuse anything that resolves outside `root`."""
+    root = root.resolve()
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise UnsafePathError(f"{str(relative)!r} resolves outside {root}")
+    return candidate
+
+
+class LakeResource(ConfigurableResource):
+    """Paths in the lake. `root` defaults to `$SSL_LAKE` or `./lake`."""
+
+    root: str
+
+    @classmethod
+    def from_env(cls) -> LakeResource:
+        return cls(root=default_lake_root())
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).resolve()
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root_path / "landing"
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.root_path / "metadata.duckdb"
+
+    def path(self, *parts: str) -> Path:
+        """A path under the lake root; refuses anything that would escape it."""
+        return resolve_inside(self.root_path, Path(*parts))
+
+    def batch_dir(self, batch: str) -> Path:
+        """`landing/<batch>`, after checking the name and that it does not leave the landing zone."""
+        validate_batch_name(batch)
+        landing = self.landing_dir.resolve()
+        path = resolve_inside(landing, batch)
+        if path.parent != landing:
+            raise UnsafePathError(f"batch {batch!r} is not a direct child of {landing}")
+        return path
+
+    def ready_batches(self) -> list[str]:
+        """Batch folders that carry the `_READY` marker, in name order (= arrival order)."""
+        if not self.landing_dir.is_dir():
+            return []
+        names = []
+        for entry in sorted(self.landing_dir.iterdir()):
+            if entry.is_dir() and not entry.is_symlink() and (entry / READY_MARKER).is_file():
+                if _BATCH_NAME.match(entry.name):
+                    names.append(entry.name)
+        return names
+
+    def ensure(self) -> None:
+        """Create the lake's top-level folders (never touches what is inside them)."""
+        self.landing_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Thin Dagster assets: each calls plain functions and records what they produced."""
