@@ -1,0 +1,109 @@
+"""The embedded default dataset and the README's run command on it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from PIL import Image
+
+from resources.lake import READY_MARKER
+from ssl_assets.data.default_dataset import BATCHES, write_default_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_dataset_lands_two_ready_batches_with_a_labeled_minority(tmp_path):
+    landing = tmp_path / "landing"
+    batches = write_default_dataset(landing, n_images=1797, label_fraction=0.3)
+    assert batches == list(BATCHES)
+    total = 0
+    for batch in batches:
+        batch_dir = landing / batch
+        assert (batch_dir / READY_MARKER).is_file()
+        assert not (batch_dir / "metadata.csv").exists()  # the digits carry no attributes
+        images = sorted(batch_dir.rglob("*.png"))
+        total += len(images)
+        with Image.open(images[0]) as img:
+            assert img.size == (8, 8) and img.mode == "L"
+        with (batch_dir / "labels.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        assert 0.2 * len(images) < len(rows) < 0.5 * len(images)  # a minority is labeled
+        assert {r["label"] for r in rows} == {str(d) for d in range(10)}  # every class
+        assert all((batch_dir / r["path"]).is_file() for r in rows)
+    assert total == 1797
+    # idempotent: a second call does not rewrite ready batches
+    mtimes = {p: p.stat().st_mtime_ns for p in landing.rglob("*")}
+    write_default_dataset(landing, n_images=1797, label_fraction=0.3)
+    assert {p: p.stat().st_mtime_ns for p in landing.rglob("*")} == mtimes
+
+
+def test_default_images_are_the_real_digits(tmp_path):
+    from sklearn.datasets import load_digits
+
+    write_default_dataset(tmp_path, n_images=50, label_fraction=0.3)
+    path = next((tmp_path / BATCHES[0] / "images").glob("*.png"))
+    index = int(path.stem.split("_")[1])
+    expected = np.rint(load_digits().images[index] * 255 / 16).astype(np.uint8)
+    assert np.array_equal(np.asarray(Image.open(path)), expected)
+
+
+def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "SSL_PROFILE": "tiny",
+        "SSL_LAKE": str(tmp_path / "lake"),
+        "DAGSTER_HOME": str(home),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_assets", "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for batch in BATCHES:
+        assert f"ingest_batch[{batch}]" in proc.stdout
+    assert "admitted" in proc.stdout and "raw_manifest_suite=pass" in proc.stdout
+
+    with duckdb.connect(str(tmp_path / "lake" / "metadata.duckdb"), read_only=True) as con:
+        per_batch = dict(
+            con.execute("SELECT batch, count(*) FROM images GROUP BY batch").fetchall()
+        )
+        gates = con.execute("SELECT count(*), bool_and(passed) FROM gate_results").fetchone()
+        admitted = [
+            r[0] for r in con.execute("SELECT batch FROM admitted_batches ORDER BY 1").fetchall()
+        ]
+    assert sum(per_batch.values()) == 240  # the tiny profile's share of the digits
+    assert set(per_batch) == set(BATCHES)
+    assert gates == (4, True)  # two gates per batch, all passed
+    assert admitted == list(BATCHES)
+
+    # the runs are in the persistent instance, so `dagster dev` shows them afterwards
+    from dagster import DagsterInstance, RunsFilter
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs(RunsFilter(job_name="ingest_batch"))
+        assert len(runs) == 2 and all(r.is_success for r in runs)
+
+    # running it again does not ingest the same batches twice
+    again = subprocess.run(
+        [sys.executable, "-m", "ssl_assets", "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0 and "ingest_batch[" not in again.stdout
