@@ -17,7 +17,6 @@ from ssl_assets.data.default_dataset import write_default_dataset
 from ssl_assets.partitions import batch_partitions
 from ssl_assets.profiles import Profile, get_profile
 
-
 # The CLI prints its own one-line-per-run progress and summary; Dagster's step log stays in the
 # instance (and in the UI), warnings and errors still reach the console.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
