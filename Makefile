@@ -15,6 +15,10 @@ export SSL_PROFILE ?= demo
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# lightly is the reference our SSL objectives are tested against. Its own dependencies
+	# (pytorch-lightning, hydra) would downgrade antlr4 below what dagster needs, and the parts
+	# the tests import (lightly.loss, lightly.models) need none of them: install it bare.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'lightly==1.6.0'
 	touch $@
 
 setup: $(STAMP)
