@@ -1,0 +1,125 @@
+"""Quality scores and flags on real images: each issue is caught, clean images are not flagged."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+from sklearn.datasets import load_digits
+
+from ssl_assets.curation.quality import (
+    ISSUES,
+    QualityThresholds,
+    geometry_scores,
+    quality_flags,
+    quality_scores,
+)
+
+
+def smooth_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    low = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    img = Image.fromarray(low).resize((size, size), Image.BICUBIC)
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = (int(v) for v in rng.integers(0, size - 8, 2))
+        w, h = (int(v) for v in rng.integers(4, 24, 2))
+        draw.rectangle(
+            [x0, y0, x0 + w, y0 + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3))
+        )
+    return np.asarray(img)
+
+
+@pytest.fixture(scope="module")
+def clean() -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return np.stack([smooth_image(rng) for _ in range(30)])
+
+
+def square_sizes(n: int, side: int = 64) -> np.ndarray:
+    return np.tile([side, side], (n, 1))
+
+
+def flags_for(images: np.ndarray, sizes: np.ndarray | None = None) -> tuple:
+    sizes = square_sizes(len(images)) if sizes is None else sizes
+    scores = quality_scores(images, sizes)
+    return scores, quality_flags(scores)
+
+
+def test_clean_images_raise_no_flag_and_scores_are_bounded(clean):
+    scores, flags = flags_for(clean)
+    assert len(scores) == len(clean) and list(flags.columns) == [f"is_{k}" for k in ISSUES]
+    assert not flags.to_numpy().any()
+    score_columns = [c for c in scores.columns if c.endswith("_score")]
+    assert ((scores[score_columns] >= 0) & (scores[score_columns] <= 1)).all().all()
+
+
+def test_each_pixel_issue_is_flagged(clean):
+    base = clean[:4]
+    dark = (base * 0.15).astype(np.uint8)
+    light = (255 - (255 - base.astype(np.int16)) * 0.03).astype(np.uint8)
+    blurred = np.stack(
+        [np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(3))) for x in base]
+    )
+    constant = np.full_like(base, 90)
+    luma = (base @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    gray = np.repeat(luma[..., None], 3, axis=3)
+    batch = np.concatenate([clean, dark, light, blurred, constant, gray])
+    _, flags = flags_for(batch)
+    rows = {
+        name: slice(30 + 4 * k, 34 + 4 * k)
+        for k, name in enumerate(["dark", "light", "blurry", "low_information", "grayscale"])
+    }
+    for issue, part in rows.items():
+        assert flags[f"is_{issue}"].iloc[part].all(), issue
+    assert not flags.iloc[:30].to_numpy().any()
+    # Flat images count as low information, not as blurry (cleanvision's contrast term).
+    assert not flags["is_blurry"].iloc[rows["low_information"]].any()
+    assert not flags["is_dark"].iloc[rows["light"]].any()
+    assert not flags["is_light"].iloc[rows["dark"]].any()
+
+
+def test_grayscale_digits_upscaled_are_flagged_grayscale():
+    digits = load_digits().images[:10]
+    up = [
+        np.asarray(Image.fromarray((d * 255 / 16).astype(np.uint8)).resize((32, 32)))
+        for d in digits
+    ]
+    rgb = np.stack([np.repeat(x[..., None], 3, axis=2) for x in up])
+    _, flags = flags_for(rgb, square_sizes(10, 8))
+    assert flags["is_grayscale"].all()
+
+
+def test_odd_size_and_aspect_ratio_are_relative_to_the_dataset(clean):
+    sizes = square_sizes(len(clean), 256)
+    sizes[0] = (24, 24)  # tiny original
+    sizes[1] = (2000, 2000)  # huge original
+    sizes[2] = (200, 800)  # 4:1 panorama
+    _, flags = flags_for(clean, sizes)
+    assert flags.index[flags["is_odd_size"]].tolist() == [0, 1]
+    assert flags.index[flags["is_odd_aspect_ratio"]].tolist() == [2]
+    # Judged against an existing dataset of panoramas, a panorama is normal and a square is odd.
+    reference = np.tile([200, 800], (50, 1))
+    geometry = geometry_scores(np.array([[200, 800], [256, 256]]), reference)
+    assert geometry["odd_aspect_ratio_score"].tolist() == pytest.approx([1.0, 0.25])
+    scores = quality_scores(clean[:2], np.array([[200, 800], [256, 256]]))
+    flagged = quality_flags(scores, reference_sizes=reference)["is_odd_aspect_ratio"]
+    assert flagged.tolist() == [False, True]
+
+
+def test_thresholds_are_frozen_and_configurable(clean):
+    thresholds = QualityThresholds()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        thresholds.dark = 0.5  # type: ignore[misc]
+    scores = quality_scores(clean, square_sizes(len(clean)))
+    strict = dataclasses.replace(thresholds, dark=1.01, blurry=0.0)
+    flags = quality_flags(scores, strict)
+    assert flags["is_dark"].all() and not flags["is_blurry"].any()
+
+
+def test_inputs_are_validated(clean):
+    with pytest.raises(ValueError):
+        quality_scores(clean, square_sizes(3))
+    with pytest.raises(ValueError):
+        quality_scores(clean.astype(np.float32), square_sizes(len(clean)))
