@@ -11,7 +11,7 @@ from typing import Any
 from ssl_assets.data.manifest import MANIFEST_COLUMNS, QUARANTINE_REASONS
 
 
-def raw_images_suite(max_quarantine_fraction: float) -> tuple[str, list[Any]]:
+def raw_images_suite(max_quarantine_fraction: float) -> list[Any]:
     """The raw manifest: complete rows, unique ids, sane sizes, a bounded quarantine rate."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
@@ -42,4 +42,23 @@ def raw_images_suite(max_quarantine_fraction: float) -> tuple[str, list[Any]]:
             meta={"gate": "quarantine_rate", "max_quarantine_fraction": max_quarantine_fraction},
         ),
     ]
-    return "raw_images", expectations
+    return expectations
+
+
+def curated_images_suite(allowed_reasons: list[str]) -> list[Any]:
+    """curated_images: one row per image, known splits, reasons from the known set only."""
+    import great_expectations.expectations as gxe
+
+    reason = "(?:" + "|".join(sorted(allowed_reasons)) + ")"
+    expectations = [
+        *[
+            gxe.ExpectColumnValuesToNotBeNull(column=c)
+            for c in ("image_id", "batch", "group_id", "split", "include")
+        ],
+        gxe.ExpectColumnValuesToBeUnique(column="image_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val", "test"]),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="reasons", regex=f"^(?:{reason}(?:,{reason})*)?$"
+        ),
+    ]
+    return expectations

@@ -38,6 +38,15 @@ TABLES = frozenset(
         "stage_metrics",
         "gate_results",
         "models",
+        "image_catalog",
+        "catalog_failures",
+        "quality_scores",
+        "quality_issues",
+        "duplicate_pairs",
+        "duplicates",
+        "splits",
+        "overrides",
+        "curated_images",
     }
 )
 _MIGRATED: set[str] = set()

@@ -10,8 +10,8 @@ from dagster import Definitions, in_process_executor, load_assets_from_modules
 
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from ssl_assets.assets import ingest
-from ssl_assets.jobs import ingest_job
+from ssl_assets.assets import curate, ingest
+from ssl_assets.jobs import curate_job, ingest_job
 
 
 def build_resources(lake_root: str | None = None) -> dict[str, object]:
@@ -20,11 +20,11 @@ def build_resources(lake_root: str | None = None) -> dict[str, object]:
     return {"lake": lake, "metadata": MetadataStore(path=str(lake.metadata_path))}
 
 
-all_assets = load_assets_from_modules([ingest])
+all_assets = load_assets_from_modules([ingest, curate])
 
 defs = Definitions(
     assets=all_assets,
-    jobs=[ingest_job],
+    jobs=[ingest_job, curate_job],
     resources=build_resources(),
     # One process per run: each step in its own process would re-import torch and GX.
     executor=in_process_executor,

@@ -44,6 +44,18 @@ def land_default_data(lake: LakeResource, profile: Profile) -> list[str]:
     )
 
 
+def settled_batches(store: MetadataStore) -> set[str]:
+    """Batches with nothing left to do: rejected by their gate, or admitted and catalogued."""
+    from ssl_assets.assets.curate import DEFAULT_SPEC
+
+    settled = store.query(
+        "SELECT batch FROM batch_status WHERE NOT admitted UNION "
+        "SELECT DISTINCT batch FROM image_catalog WHERE version = ?",
+        [DEFAULT_SPEC.version],
+    )
+    return set(settled["batch"])
+
+
 def ingest_ready_batches(
     lake: LakeResource,
     store: MetadataStore,
@@ -58,7 +70,7 @@ def ingest_ready_batches(
     new_keys = [b for b in ready if b not in known]
     if new_keys:
         instance.add_dynamic_partitions(batch_partitions.name, new_keys)
-    done = set() if reingest else set(store.query("SELECT DISTINCT batch FROM batches")["batch"])
+    done = set() if reingest else settled_batches(store)
     job = defs.resolve_job_def("ingest_batch")
     runs = []
     for batch in ready:
@@ -73,6 +85,46 @@ def ingest_ready_batches(
         )
         runs.append(BatchRun(batch, result.run_id, result.success))
     return runs
+
+
+def curate(lake: LakeResource, store: MetadataStore, instance: DagsterInstance) -> BatchRun:
+    """Run the `curate` job over every admitted, catalogued image (incremental by design)."""
+    from ssl_assets.definitions import defs
+
+    result = defs.resolve_job_def("curate").execute_in_process(
+        instance=instance,
+        resources={"lake": lake, "metadata": store},
+        run_config=QUIET,
+        raise_on_error=False,
+    )
+    return BatchRun("all admitted", result.run_id, result.success)
+
+
+def curation_summary(store: MetadataStore) -> str:
+    """Per batch: included per split and excluded per reason; then the curation gates."""
+    curated = store.query("SELECT batch, split, include, reasons FROM curated_images")
+    if curated.empty:
+        return "nothing curated yet"
+    lines = [f"{'batch':<16} {'train':>6} {'val':>6} {'test':>6} {'excl.':>6}  exclusion reasons"]
+    for batch, part in curated.groupby("batch"):
+        inc = part[part["include"]]["split"].value_counts()
+        out = part[~part["include"]]
+        reasons = out["reasons"].str.split(",").explode().value_counts()
+        reason_text = ", ".join(f"{k}={v}" for k, v in reasons.items()) or "-"
+        lines.append(
+            f"{batch:<16} {inc.get('train', 0):>6} {inc.get('val', 0):>6} {inc.get('test', 0):>6} "
+            f"{len(out):>6}  {reason_text}"
+        )
+    gates = store.query(
+        "SELECT check_name, passed, details FROM gate_results WHERE asset = 'curated_images' "
+        "QUALIFY row_number() OVER (PARTITION BY check_name ORDER BY recorded_at DESC) = 1 "
+        "ORDER BY check_name"
+    )
+    lines.append(
+        "gates: "
+        + ", ".join(f"{g.check_name}={'pass' if g.passed else 'FAIL'}" for g in gates.itertuples())
+    )
+    return "\n".join(lines)
 
 
 def batch_summary(store: MetadataStore) -> str:
@@ -125,7 +177,12 @@ def run_pipeline(lake_root: str | None = None, profile_name: str | None = None) 
     runs = ingest_ready_batches(lake, store, instance)
     for r in runs:
         print(f"ingest_batch[{r.batch}] run {r.run_id[:8]}: {'success' if r.success else 'FAILED'}")
+    curation = curate(lake, store, instance)
+    runs.append(curation)
+    print(f"curate run {curation.run_id[:8]}: {'success' if curation.success else 'FAILED'}")
     print()
     print(f"lake: {lake.root_path}   profile: {profile.name}")
     print(batch_summary(store))
+    print()
+    print(curation_summary(store))
     return 0 if all(r.success for r in runs) else 1

@@ -25,6 +25,8 @@ class Profile:
     default_label_fraction: float
     # Ingestion: images with more pixels than this are quarantined (decompression bombs).
     max_pixels: int
+    # Curation: canonical square resolution of the decoded catalog arrays.
+    catalog_resolution: int
     # Automation: how often the landing sensor looks for new batches.
     sensor_interval_s: int
 
@@ -35,6 +37,7 @@ PROFILES: dict[str, Profile] = {
         default_images=240,
         default_label_fraction=0.4,
         max_pixels=4_000_000,
+        catalog_resolution=32,
         sensor_interval_s=5,
     ),
     "demo": Profile(
@@ -42,6 +45,7 @@ PROFILES: dict[str, Profile] = {
         default_images=1797,
         default_label_fraction=0.3,
         max_pixels=50_000_000,
+        catalog_resolution=32,
         sensor_interval_s=30,
     ),
     "full": Profile(
@@ -49,6 +53,7 @@ PROFILES: dict[str, Profile] = {
         default_images=1797,
         default_label_fraction=0.3,
         max_pixels=89_478_485,  # Pillow's own decompression-bomb limit
+        catalog_resolution=64,
         sensor_interval_s=60,
     ),
 }

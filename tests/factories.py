@@ -57,3 +57,24 @@ def tree_snapshot(root: Path) -> dict[str, tuple]:
 
 def add_partitions(instance: DagsterInstance, *batches: str) -> None:
     instance.add_dynamic_partitions(batch_partitions.name, list(batches))
+
+
+def smooth_image(seed: int, size: int = 48) -> Image.Image:
+    """A photo-like image: a smooth random colour field plus a random ellipse and bar.
+
+    Distinct seeds give clearly distinct pictures; resizing, re-encoding or a small crop keeps
+    its look (unlike white noise), as with real photos.
+    """
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)).resize(
+        (size, size), Image.Resampling.BICUBIC
+    )
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(base)
+    x0, y0 = rng.integers(0, size // 2, size=2)
+    w, h = rng.integers(size // 4, size // 2, size=2)
+    draw.ellipse((x0, y0, x0 + w, y0 + h), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    bx = int(rng.integers(0, size - 6))
+    draw.rectangle((bx, 0, bx + 5, size - 1), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return base

@@ -81,13 +81,24 @@ def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
         per_batch = dict(
             con.execute("SELECT batch, count(*) FROM images GROUP BY batch").fetchall()
         )
-        gates = con.execute("SELECT count(*), bool_and(passed) FROM gate_results").fetchone()
+        gates = dict(
+            con.execute(
+                "SELECT asset, count(*) FILTER (WHERE passed) || '/' || count(*) "
+                "FROM gate_results GROUP BY asset"
+            ).fetchall()
+        )
+        curated = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE include) FROM curated_images"
+        ).fetchone()
         admitted = [
             r[0] for r in con.execute("SELECT batch FROM admitted_batches ORDER BY 1").fetchall()
         ]
     assert sum(per_batch.values()) == 240  # the tiny profile's share of the digits
     assert set(per_batch) == set(BATCHES)
-    assert gates == (4, True)  # two gates per batch, all passed
+    # every gate passed: two per batch at ingestion, one per batch at cataloging, three curation
+    assert gates == {"raw_images": "4/4", "image_catalog": "2/2", "curated_images": "3/3"}
+    assert curated[0] == 240 and curated[1] > 200  # every image curated, few excluded
+    assert "curate run" in proc.stdout and "exclusion reasons" in proc.stdout
     assert admitted == list(BATCHES)
 
     # the runs are in the persistent instance, so `dagster dev` shows them afterwards

@@ -37,13 +37,13 @@ def _manifest(n_ok: int, n_bad: int) -> pd.DataFrame:
 
 
 def test_suite_gate_passes_clean_manifest_and_records_it(store):
-    name, expectations = raw_images_suite(0.2)
+    expectations = raw_images_suite(0.2)
     result = suite_gate(
         store,
         _manifest(9, 1),
         asset="raw_images",
         check_name="raw_manifest_suite",
-        suite_name=name,
+        suite_name="raw_images",
         expectations=expectations,
         partition="b",
         run_id="r1",
@@ -57,13 +57,13 @@ def test_suite_gate_reports_which_expectation_failed_with_sample_values(store):
     df = _manifest(5, 0)
     df.loc[3, "image_id"] = "id0"  # duplicate id
     df.loc[4, "width"] = 0  # impossible size for an ok row
-    name, expectations = raw_images_suite(0.2)
+    expectations = raw_images_suite(0.2)
     result = suite_gate(
         store,
         df,
         asset="raw_images",
         check_name="raw_manifest_suite",
-        suite_name=name,
+        suite_name="raw_images",
         expectations=expectations,
         partition="b",
         run_id="r1",

@@ -159,14 +159,13 @@ def raw_images(
         }
     )
 
-    suite_name, expectations = raw_images_suite(config.max_quarantine_fraction)
     suite_result = suite_gate(
         metadata,
         stored,
         asset="raw_images",
         check_name="raw_manifest_suite",
-        suite_name=suite_name,
-        expectations=expectations,
+        suite_name="raw_images",
+        expectations=raw_images_suite(config.max_quarantine_fraction),
         partition=batch,
         run_id=run_id,
         extra_details={

@@ -1,0 +1,66 @@
+"""Combine duplicates, splits, quality flags and people's overrides into one include decision.
+
+Every exclusion carries its reasons, so a person can always see why an image is out, and an
+override (include, exclude, unmerge) always wins and is visible as such.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "semantic_duplicate")
+OTHER_REASONS = ("cross_split_duplicate", "forced_exclude", "batch_not_admitted")
+OVERRIDE_ACTIONS = ("include", "exclude", "unmerge")
+CURATED_COLUMNS = ["image_id", "batch", "group_id", "split", "include", "reasons", "annotations"]
+
+
+def allowed_reasons(issues: tuple[str, ...]) -> list[str]:
+    return [*DUPLICATE_REASONS, *OTHER_REASONS, *issues]
+
+
+def decide(
+    images: pd.DataFrame, flags: pd.DataFrame, overrides: pd.DataFrame, admitted: set[str]
+) -> pd.DataFrame:
+    """One row per image with include, reasons and annotations.
+
+    images:    image_id, batch, group_id, split, role, tier, cross_split
+    flags:     image_id, issue, excludes (one row per flagged issue)
+    overrides: image_id, action (latest per image)
+    """
+    action = overrides.set_index("image_id")["action"].to_dict() if len(overrides) else {}
+    excl = flags[flags["excludes"]].groupby("image_id")["issue"].apply(sorted).to_dict()
+    notes = flags[~flags["excludes"]].groupby("image_id")["issue"].apply(sorted).to_dict()
+    rows = []
+    for r in images.itertuples(index=False):
+        act = action.get(r.image_id)
+        reasons: list[str] = []
+        group_id = r.group_id
+        if r.batch not in admitted:
+            reasons.append("batch_not_admitted")
+        if r.cross_split:
+            reasons.append("cross_split_duplicate")
+        if act == "unmerge":
+            group_id = r.image_id
+        elif r.role == "member" and not r.cross_split and isinstance(r.tier, str):
+            reasons.append(f"{r.tier}_duplicate")
+        reasons += excl.get(r.image_id, [])
+        annotations = list(notes.get(r.image_id, []))
+        if act == "exclude":
+            reasons.append("forced_exclude")
+        if act == "include" and reasons and "batch_not_admitted" not in reasons:
+            annotations.append("forced_include:" + "+".join(reasons))
+            reasons = []
+        if act == "unmerge":
+            annotations.append("unmerged")
+        rows.append(
+            {
+                "image_id": r.image_id,
+                "batch": r.batch,
+                "group_id": group_id,
+                "split": r.split,
+                "include": not reasons,
+                "reasons": ",".join(reasons),
+                "annotations": ",".join(annotations),
+            }
+        )
+    return pd.DataFrame(rows, columns=CURATED_COLUMNS)

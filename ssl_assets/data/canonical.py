@@ -1,0 +1,68 @@
+"""Decode an image once into the canonical form that every later stage reads.
+
+Canonical = RGB uint8, square `resolution` x `resolution`, with the aspect ratio handled by an
+explicit choice:
+
+- `pad`: fit the longer side, pad the shorter one symmetrically with black (nothing is lost);
+- `center_crop`: fit the shorter side and crop the centre (nothing is padded);
+- `stretch`: resize both sides independently (aspect ratio is not kept).
+
+EXIF orientation is applied first and alpha is dropped, so the same picture saved as PNG, BMP or
+JPEG-with-metadata decodes to the same native pixels (what exact deduplication hashes).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+Aspect = Literal["pad", "center_crop", "stretch"]
+
+
+@dataclass(frozen=True)
+class CanonicalSpec:
+    resolution: int = 32
+    aspect: Aspect = "pad"
+
+    @property
+    def version(self) -> str:
+        """Arrays of different specs never mix: the version names the folder they live in."""
+        return f"r{self.resolution}-{self.aspect}"
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Native-resolution RGB pixels (H x W x 3 uint8), EXIF orientation applied."""
+    with Image.open(io.BytesIO(data)) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"):
+            img = img.convert("RGB")
+        return np.asarray(img, dtype=np.uint8).copy()
+
+
+def canonicalise(rgb: np.ndarray, spec: CanonicalSpec) -> np.ndarray:
+    """Resize native RGB pixels to the canonical square, handling aspect as `spec` says."""
+    h, w = rgb.shape[:2]
+    r = spec.resolution
+    img = Image.fromarray(rgb)
+    if spec.aspect == "stretch" or h == w:
+        return np.asarray(img.resize((r, r), Image.Resampling.BICUBIC, reducing_gap=3.0))
+    if spec.aspect == "pad":
+        scale = r / max(h, w)
+    elif spec.aspect == "center_crop":
+        scale = r / min(h, w)
+    else:
+        raise ValueError(f"unknown aspect handling {spec.aspect!r}")
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = np.asarray(img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0))
+    out = np.zeros((r, r, 3), dtype=np.uint8)
+    if spec.aspect == "pad":
+        top, left = (r - nh) // 2, (r - nw) // 2
+        out[top : top + nh, left : left + nw] = resized
+    else:
+        top, left = (nh - r) // 2, (nw - r) // 2
+        out[:] = resized[top : top + r, left : left + r]
+    return out
