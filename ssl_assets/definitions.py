@@ -12,6 +12,7 @@ from resources.lake import LakeResource
 from resources.metadata import MetadataStore
 from ssl_assets.assets import curate, ingest
 from ssl_assets.jobs import curate_job, ingest_job
+from ssl_assets.sensors import curation_sensor, landing_sensor
 
 
 def build_resources(lake_root: str | None = None) -> dict[str, object]:
@@ -25,6 +26,7 @@ all_assets = load_assets_from_modules([ingest, curate])
 defs = Definitions(
     assets=all_assets,
     jobs=[ingest_job, curate_job],
+    sensors=[landing_sensor, curation_sensor],
     resources=build_resources(),
     # One process per run: each step in its own process would re-import torch and GX.
     executor=in_process_executor,

@@ -1,0 +1,84 @@
+"""Sensors: new landed batches start ingestion; newly admitted data starts curation.
+
+Both are idempotent by construction: each request carries a run key (per batch, per curated-data
+snapshot) and the landing sensor keeps a persisted cursor, so a repeated tick or a restarted
+`dagster dev` never starts a second run for the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from resources.lake import LakeResource
+from resources.metadata import MetadataStore
+from ssl_assets.jobs import curate_job, ingest_job
+from ssl_assets.partitions import batch_partitions
+from ssl_assets.profiles import get_profile
+
+INTERVAL_S = get_profile().sensor_interval_s
+
+
+@sensor(
+    job=ingest_job,
+    minimum_interval_seconds=INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Watches landing/: a batch folder with a _READY marker becomes a partition and "
+    "one ingest_batch run (run key = batch). Folders without _READY are still being copied.",
+)
+def landing_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
+    seen = set(json.loads(context.cursor)) if context.cursor else set()
+    known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
+    new = [b for b in lake.ready_batches() if b not in seen and b not in known]
+    if not new:
+        return SensorResult(skip_reason=SkipReason("no new ready batch in landing/"))
+    context.log.info(f"new ready batches: {new}")
+    return SensorResult(
+        run_requests=[RunRequest(run_key=f"ingest:{b}", partition_key=b) for b in new],
+        dynamic_partitions_requests=[batch_partitions.build_add_request(new)],
+        cursor=json.dumps(sorted(seen | set(new))),
+    )
+
+
+def curated_snapshot(metadata: MetadataStore) -> tuple[str, list[str], int]:
+    """(key, admitted catalogued batches, images not yet curated) of the data curation sees."""
+    catalogued = metadata.query(
+        "SELECT c.batch, c.version, count(*) AS n FROM image_catalog c "
+        "JOIN admitted_batches USING (batch) GROUP BY ALL ORDER BY ALL"
+    )
+    pending = metadata.query(
+        "SELECT count(*) AS n FROM image_catalog c JOIN admitted_batches USING (batch) "
+        "WHERE c.image_id NOT IN (SELECT image_id FROM splits)"
+    )["n"].iloc[0]
+    text = ";".join(f"{r.batch}@{r.version}:{r.n}" for r in catalogued.itertuples())
+    return (
+        hashlib.sha256(text.encode()).hexdigest()[:16],
+        catalogued["batch"].tolist(),
+        int(pending),
+    )
+
+
+@sensor(
+    job=curate_job,
+    minimum_interval_seconds=INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Starts one curate run per snapshot of admitted, catalogued data (run key = a "
+    "hash of batches, versions and counts), when some catalogued image is not yet curated.",
+)
+def curation_sensor(context: SensorEvaluationContext, metadata: MetadataStore) -> SensorResult:
+    key, batches, pending = curated_snapshot(metadata)
+    if not pending:
+        return SensorResult(skip_reason=SkipReason("every admitted, catalogued image is curated"))
+    return SensorResult(
+        run_requests=[RunRequest(run_key=f"curate:{key}", tags={"ssl/snapshot": key})],
+        cursor=key,
+    )
