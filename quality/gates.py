@@ -192,3 +192,44 @@ def metric_gate(
         description=details["description"],
         metadata={k: v for k, v in details.items() if v is not None and k != "description"},
     )
+
+
+def floors_gate(
+    store: MetadataStore,
+    *,
+    asset: str,
+    check_name: str,
+    values: dict[str, tuple[float, float]],
+    partition: str | None,
+    run_id: str | None,
+    blocking: bool = True,
+) -> AssetCheckResult:
+    """Several metrics, each against its floor: `values` maps name -> (value, minimum).
+    Fails when any is below, naming every one that is."""
+    problems = [
+        f"{name}={value:.4g} is below the floor {floor:.4g}"
+        for name, (value, floor) in values.items()
+        if not value >= floor
+    ]
+    passed = not problems
+    description = "; ".join(problems) or ", ".join(
+        f"{name}={value:.4g} ≥ {floor:.4g}" for name, (value, floor) in values.items()
+    )
+    details = {
+        "values": {k: v for k, (v, _) in values.items()},
+        "floors": {k: f for k, (_, f) in values.items()},
+        "description": description,
+    }
+    store.record_gate(
+        asset, check_name, partition, passed, _severity(blocking).value, details, run_id
+    )
+    return AssetCheckResult(
+        check_name=check_name,
+        passed=passed,
+        severity=_severity(blocking),
+        description=description,
+        metadata={
+            **{k: float(v) for k, (v, _) in values.items()},
+            **{f"{k}_floor": float(f) for k, (_, f) in values.items()},
+        },
+    )

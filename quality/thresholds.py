@@ -17,3 +17,34 @@ RAW_MIN_OK_IMAGES = 1
 CURATION_MAX_EXCLUDED_FRACTION = 0.5
 # curated_images: included images of one duplicate group in two splits (a leak) allowed.
 CURATION_MAX_GROUPS_ACROSS_SPLITS = 0
+
+# ssl_encoder: collapse. A collapsed encoder maps everything to (nearly) one point: the std of
+# L2-normalised embeddings falls towards 0 (healthy is about 1/sqrt(d)) and the effective rank
+# (RankMe) towards 1. Either under its floor fails the blocking check and the model is rejected.
+ENCODER_MIN_STD_RATIO = 0.2  # embedding std / (1/sqrt(d))
+ENCODER_MIN_EFFECTIVE_RANK = 4.0
+
+# diversity_audit: normalised k-means cluster-size entropy H / ln(k) of the included train split
+# (pinned embeddings, near-identical clusters merged). 1 is evenly spread, 0 is one mode; below
+# this floor most images are variations of a few scenes and pretraining learns brittle features.
+# The default data (sklearn digits) measures ~0.97, CIFAR-10 ~0.99, one picture with noise ~0.
+AUDIT_MIN_CLUSTER_ENTROPY = 0.5
+# diversity_audit: the largest cluster may hold at most this share of the train split (digits
+# ~0.10, CIFAR-10 ~0.03); above it one mode dominates what the encoder sees.
+AUDIT_MAX_LARGEST_CLUSTER_SHARE = 0.5
+# diversity_audit: with fewer included train images than this, k-means measures nothing, so the
+# diversity gates pass and say so instead of failing a tiny run on noise.
+AUDIT_DIVERSITY_MIN_IMAGES = 30
+# bias_audit: every subgroup of every attribute (and label) should hold at least this share of
+# the included images with a value; rarer groups get too few examples for the encoder to
+# represent them well (and too few to evaluate on).
+AUDIT_MIN_SUBGROUP_SHARE = 0.05
+# bias_audit: drift of the newest batch's subgroup shares against all earlier included images is
+# reported when the total-variation distance exceeds this AND the chi-square p-value is below
+# AUDIT_DRIFT_ALPHA (large and not chance: a 10-point swing in who is represented).
+AUDIT_MAX_DRIFT_TV = 0.1
+AUDIT_DRIFT_ALPHA = 0.01
+# bias_audit: a shallow tree predicting an attribute from brightness, contrast, resolution,
+# aspect ratio and issue flags alone, with lift (balanced accuracy - chance) / (1 - chance) at
+# or above this, is a shortcut: the encoder can separate the groups by image statistics.
+AUDIT_MAX_SHORTCUT_LIFT = 0.5

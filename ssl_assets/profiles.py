@@ -27,6 +27,12 @@ class Profile:
     max_pixels: int
     # Curation: canonical square resolution of the decoded catalog arrays.
     catalog_resolution: int
+    # Pretraining defaults (the launchpad overrides any of them per run).
+    pretrain_method: str
+    pretrain_epochs: int
+    pretrain_batch_size: int
+    # Retrain policy: new included train images since the last encoder that justify a retrain.
+    retrain_min_new_images: int
     # Automation: how often the landing sensor looks for new batches.
     sensor_interval_s: int
 
@@ -38,6 +44,10 @@ PROFILES: dict[str, Profile] = {
         default_label_fraction=0.4,
         max_pixels=4_000_000,
         catalog_resolution=32,
+        pretrain_method="simclr",
+        pretrain_epochs=3,
+        pretrain_batch_size=64,
+        retrain_min_new_images=20,
         sensor_interval_s=5,
     ),
     "demo": Profile(
@@ -46,6 +56,10 @@ PROFILES: dict[str, Profile] = {
         default_label_fraction=0.3,
         max_pixels=50_000_000,
         catalog_resolution=32,
+        pretrain_method="simclr",
+        pretrain_epochs=40,
+        pretrain_batch_size=256,
+        retrain_min_new_images=200,
         sensor_interval_s=30,
     ),
     "full": Profile(
@@ -54,6 +68,10 @@ PROFILES: dict[str, Profile] = {
         default_label_fraction=0.3,
         max_pixels=89_478_485,  # Pillow's own decompression-bomb limit
         catalog_resolution=64,
+        pretrain_method="simclr",
+        pretrain_epochs=200,
+        pretrain_batch_size=512,
+        retrain_min_new_images=5000,
         sensor_interval_s=60,
     ),
 }
