@@ -15,7 +15,8 @@ Why this shape:
   worker but the augmentation, which is vectorised over the batch and uses torch's intra-op
   threads (or the GPU). Worker processes would copy batches through shared memory, compete with
   the training step for the same cores, and make the sampler state (what a resumed run must
-  reproduce) live in other processes.
+  reproduce) live in other processes. The training loop instead augments the next batch in one
+  worker *thread* (torch ops release the GIL), sharing this tensor without copies.
 - The sampler is a pure function of `(seed, epoch)` plus a position: the permutation of an epoch
   is drawn from a generator seeded with both, so a run resumed from a checkpoint that recorded
   `(epoch, position)` visits exactly the batches the uninterrupted run would have. Under DDP each
@@ -45,9 +46,7 @@ Part = Sequence[Any]
 
 def stable_seed(*values: int | str) -> int:
     """A 63-bit seed mixing `values` (stable across processes and Python versions)."""
-    digest = hashlib.blake2b(
-        json.dumps([str(v) for v in values]).encode(), digest_size=8
-    ).digest()
+    digest = hashlib.blake2b(json.dumps([str(v) for v in values]).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
@@ -113,13 +112,15 @@ def load_images(parts: Sequence[Part], channels_first: bool = True) -> ImageSet:
         path, rows, labels = _part_fields(part)
         array = np.load(path, mmap_mode="r")
         if array.ndim != 4 or array.dtype != np.uint8:
-            raise ValueError(f"{path}: expected N x R x R x C uint8, got {array.dtype} {array.shape}")
+            raise ValueError(
+                f"{path}: expected N x R x R x C uint8, got {array.dtype} {array.shape}"
+            )
         if shape is None:
             shape = array.shape[1:]
         elif array.shape[1:] != shape:
             raise ValueError(f"{path}: image shape {array.shape[1:]} differs from {shape}")
         if rows is None:
-            chunk = np.ascontiguousarray(array)
+            chunk = np.array(array)  # a copy: the memmap stays read-only on disk
         else:
             if rows.size and (rows.min() < 0 or rows.max() >= array.shape[0]):
                 raise IndexError(f"{path}: row index out of range [0, {array.shape[0]})")
@@ -223,3 +224,38 @@ def fixed_subset(n: int, size: int, seed: int, salt: str = "subset") -> Tensor:
     """A fixed, seeded choice of `min(size, n)` indices out of `n`, sorted."""
     gen = torch.Generator().manual_seed(stable_seed(salt, seed))
     return torch.randperm(n, generator=gen)[: min(size, n)].sort().values
+
+
+def synthetic_shapes(
+    n: int, size: int = 32, seed: int = 0, num_classes: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n` images (N x size x size x 3 uint8, the catalog layout) of one coloured shape on a
+    coloured, noisy background, and the shape class as label (disc, square, horizontal bar,
+    vertical bar, cross, ring for up to 6 classes). For tests and smoke runs: structured
+    enough that SSL has something to learn, generated in milliseconds, no files needed."""
+    if not 1 <= num_classes <= 6:
+        raise ValueError("num_classes must be in 1..6")
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cy = rng.uniform(0.3, 0.7, n)[:, None, None] * size
+    cx = rng.uniform(0.3, 0.7, n)[:, None, None] * size
+    r = rng.uniform(0.15, 0.3, n)[:, None, None] * size
+    dy, dx = np.abs(yy[None] - cy), np.abs(xx[None] - cx)
+    dist = np.sqrt(dy**2 + dx**2)
+    masks = np.stack(
+        [
+            dist <= r,
+            (dy <= r) & (dx <= r),
+            (dy <= r / 3) & (dx <= r),
+            (dy <= r) & (dx <= r / 3),
+            ((dy <= r / 3) & (dx <= r)) | ((dy <= r) & (dx <= r / 3)),
+            (dist <= r) & (dist >= r / 2),
+        ]
+    )
+    mask = masks[labels, np.arange(n)][..., None]
+    background = rng.integers(0, 256, (n, 1, 1, 3)).astype(np.float32)
+    foreground = rng.integers(0, 256, (n, 1, 1, 3)).astype(np.float32)
+    noise = rng.normal(0.0, 12.0, (n, size, size, 3)).astype(np.float32)
+    images = np.where(mask, foreground, background) + noise
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
