@@ -62,3 +62,32 @@ def curated_images_suite(allowed_reasons: list[str]) -> list[Any]:
         ),
     ]
     return expectations
+
+
+def labeling_candidates_suite(budget: int) -> list[Any]:
+    """labeling_candidates CSV, the contract a labeling tool relies on: exactly image_id, path,
+    thumbnail; one row per image, no empty cell, at most `budget` rows."""
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=["image_id", "path", "thumbnail"]),
+        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("image_id", "path", "thumbnail")],
+        gxe.ExpectColumnValuesToBeUnique(column="image_id"),
+        gxe.ExpectTableRowCountToBeBetween(min_value=0, max_value=max(0, int(budget))),
+    ]
+
+
+def probes_suite(methods: list[str]) -> list[Any]:
+    """The label-efficiency table: accuracies are probabilities, every method has rows."""
+    import great_expectations.expectations as gxe
+
+    return [
+        *[
+            gxe.ExpectColumnValuesToNotBeNull(column=c)
+            for c in ("model_id", "budget", "method", "seed", "accuracy", "n_labels")
+        ],
+        gxe.ExpectColumnValuesToBeBetween(column="accuracy", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnValuesToBeBetween(column="val_accuracy", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnValuesToBeBetween(column="n_labels", min_value=1),
+        gxe.ExpectColumnDistinctValuesToContainSet(column="method", value_set=methods),
+    ]
