@@ -1,0 +1,109 @@
+"""Read (and, for baselines and tests, write) a trained encoder directory.
+
+Why a module of its own: the training loop (`ssl_assets.ml.train`) writes the encoder as
+`encoder.safetensors` (the backbone's `state_dict`) plus `encoder.json` (backbone name and
+constructor kwargs, `out_dim`, the `preprocessing` the weights expect, metrics, lineage, and
+`weights_sha256`), and several consumers (embeddings, probes, fine-tuning, inference) need to
+turn that pair back into a module without importing the whole training stack. The format is
+the one `train._write_encoder` writes; `save_encoder` writes the same pair for encoders that did
+not come out of `train` (a randomly initialised baseline, test fixtures).
+
+safetensors holds plain tensors only, so loading never unpickles code; the backbone is rebuilt
+from its recorded name/kwargs with `build_backbone` and the weights are loaded strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ssl_assets.ml.backbones import build_backbone
+
+#: file names, identical to `ssl_assets.ml.train.ENCODER_WEIGHTS` / `ENCODER_META` (a test
+#: checks they stay in step; not imported so that reading an encoder does not load the trainer)
+ENCODER_WEIGHTS = "encoder.safetensors"
+ENCODER_META = "encoder.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _replace_atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_encoder(backbone: nn.Module, meta: Mapping[str, Any], out_dir: str | Path) -> Path:
+    """Write `backbone` as `encoder.safetensors` + `encoder.json` in `out_dir` (train's format).
+
+    `meta` must name `backbone` (a `build_backbone` name) and may give `backbone_kwargs`;
+    `out_dim`, `preprocessing` and `weights_sha256` are filled in from the module and the
+    written file. The JSON is written last, so its presence means the weights are complete.
+    Returns the path of `encoder.json`.
+    """
+    if "backbone" not in meta:
+        raise ValueError("meta must name the backbone (a build_backbone name)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / ENCODER_WEIGHTS
+    tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    _replace_atomic(weights, lambda p: save_file(tensors, str(p)))
+    full = {
+        "backbone_kwargs": {},
+        **dict(meta),
+        "out_dim": int(backbone.out_dim),  # type: ignore[arg-type]
+        "preprocessing": dict(backbone.preprocessing),  # type: ignore[arg-type]
+        "weights_sha256": _sha256(weights),
+    }
+    meta_path = out / ENCODER_META
+    _replace_atomic(meta_path, lambda p: p.write_text(json.dumps(full, indent=2, default=str)))
+    return meta_path
+
+
+def build_from_meta(meta: Mapping[str, Any]) -> nn.Module:
+    """A freshly initialised backbone of the architecture `meta` records (weights not loaded).
+
+    Also the "random encoder" baseline: same architecture and preprocessing, no training.
+    """
+    return build_backbone(str(meta["backbone"]), **dict(meta.get("backbone_kwargs") or {}))
+
+
+def load_encoder(out_dir: str | Path, verify: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the encoder saved in `out_dir`; returns `(backbone in eval mode, meta)`.
+
+    With `verify`, the weights' SHA-256 is checked against `encoder.json` when recorded, so a
+    half-copied or swapped weights file fails here instead of giving silently wrong features.
+    """
+    out = Path(out_dir)
+    meta_path, weights = out / ENCODER_META, out / ENCODER_WEIGHTS
+    if not meta_path.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{out} has no {ENCODER_META} + {ENCODER_WEIGHTS}")
+    meta = json.loads(meta_path.read_text())
+    expected = meta.get("weights_sha256")
+    if verify and expected and _sha256(weights) != expected:
+        raise ValueError(f"{weights}: SHA-256 differs from the one recorded in {meta_path}")
+    backbone = build_from_meta(meta)
+    backbone.load_state_dict(load_file(str(weights)), strict=True)
+    recorded = meta.get("preprocessing")
+    if recorded:  # the recorded preprocessing wins over the constructor's default
+        backbone.preprocessing = dict(recorded)
+    backbone.eval()
+    return backbone, meta

@@ -1,0 +1,128 @@
+"""One preprocessing path from canonical uint8 pixels to encoder input, and frozen features.
+
+Why one function: evaluation (embeddings, probes, fine-tuning metrics) and serving
+(`ssl_assets.inference`) must feed the network exactly the same tensors, or offline metrics
+say nothing about deployed predictions. Both start from canonical images (RGB uint8,
+N x R x R x 3, as `ssl_assets.data.canonical.canonicalise` makes them and the catalog stores
+them) and go through `preprocess`, which follows the encoder's recorded `preprocessing` dict:
+scale to [0, 1] (`value_range`), resize to `input_size` if R differs (bilinear, antialiased:
+what the training monitor does), optional grayscale for 1-channel encoders, then
+`(x - mean) / std`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_assets.ml.augment import normalize, rgb_to_grayscale
+
+
+def as_nchw_uint8(images: np.ndarray | Tensor) -> Tensor:
+    """N x H x W x C uint8 (catalog layout, numpy or torch) -> N x C x H x W uint8 tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if t.dim() != 4 or t.dtype != torch.uint8:
+        raise ValueError(f"expected N x H x W x C uint8 images, got {t.dtype} {tuple(t.shape)}")
+    return t.permute(0, 3, 1, 2)
+
+
+def preprocess(
+    images: np.ndarray | Tensor,
+    preprocessing: Mapping[str, Any],
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Images -> normalised float32 N x C x S x S encoder input, as `preprocessing` says.
+
+    uint8 input (numpy or torch) is N x R x R x 3, the catalog layout, scaled by 1/255;
+    floating input is an N x 3 x R x R tensor already in [0, 1] (an augmented batch). Then:
+    resize to `input_size` if needed, grayscale for a 1-channel encoder, map [0, 1] to
+    `value_range`, and `(x - mean) / std`.
+    """
+    if isinstance(images, Tensor) and images.is_floating_point():
+        x = images if device is None else images.to(device)
+    else:
+        t = as_nchw_uint8(images)
+        x = (t if device is None else t.to(device)).float().div_(255.0)  # uint8 moves cheaper
+    size = int(preprocessing["input_size"])
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+    channels = int(preprocessing.get("channels", 3))
+    if channels == 1 and x.shape[1] == 3:
+        x = rgb_to_grayscale(x)
+    elif x.shape[1] != channels:
+        raise ValueError(f"encoder expects {channels} channels, images have {x.shape[1]}")
+    lo, hi = (float(v) for v in preprocessing.get("value_range", (0.0, 1.0)))
+    if (lo, hi) != (0.0, 1.0):
+        x = x * (hi - lo) + lo
+    return normalize(x.contiguous(), preprocessing["mean"], preprocessing["std"])
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    try:
+        return next(module.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _batches(n: int, batch_size: int) -> Iterable[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+@torch.no_grad()
+def map_batches(
+    module: nn.Module,
+    images: np.ndarray | Tensor,
+    preprocessing: Mapping[str, Any],
+    batch_size: int = 256,
+) -> Tensor:
+    """`module(preprocess(batch))` over `images` in batches, in eval mode, without gradients,
+    concatenated on the CPU as float32. Every submodule's train/eval flag is restored
+    afterwards, so evaluating mid-training leaves the training setup (frozen BatchNorm layers
+    in eval mode included) exactly as it was."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    device = _device_of(module)
+    outs: list[Tensor] = []
+    try:
+        for sl in _batches(int(images.shape[0]), batch_size):
+            x = preprocess(images[sl], preprocessing, device)
+            outs.append(module(x).float().cpu())
+    finally:
+        for m, training in modes:
+            m.training = training
+    if not outs:
+        raise ValueError("no images")
+    return torch.cat(outs)
+
+
+def embed_images(
+    backbone: nn.Module,
+    images: np.ndarray | Tensor,
+    preprocessing: Mapping[str, Any] | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Frozen-encoder features (N x out_dim float32 numpy) of canonical uint8 images.
+
+    `preprocessing` defaults to the one the backbone carries (for a loaded encoder: the one
+    recorded next to its weights). `images` may be a memory-mapped catalog array: it is read
+    one batch at a time, so embedding a large catalog does not copy it into memory first.
+    """
+    prep = preprocessing if preprocessing is not None else backbone.preprocessing
+    return map_batches(backbone, images, prep, batch_size).numpy()  # type: ignore[arg-type]
+
+
+def encode_labels(values: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
+    """Label values (strings or ints) -> `(int codes, class_names)`, names sorted as strings
+    ("10" before "2"), so the same label set always gets the same codes (and a saved head's
+    columns stay interpretable through `class_names`)."""
+    names = sorted({str(v) for v in values})
+    index = {name: i for i, name in enumerate(names)}
+    return np.asarray([index[str(v)] for v in values], dtype=np.int64), names
