@@ -47,6 +47,19 @@ TABLES = frozenset(
         "splits",
         "overrides",
         "curated_images",
+        # 003_audits.sql
+        "audit_runs",
+        "diversity_scores",
+        "diversity_clusters",
+        "bias_groups",
+        "bias_drift",
+        "bias_group_stats",
+        "bias_shortcuts",
+        "labeling_candidates",
+        # 004_evaluation.sql
+        "image_embeddings",
+        "probes",
+        "promotions",
     }
 )
 _MIGRATED: set[str] = set()

@@ -28,6 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("summary", help="print the per-batch summary")
     sql = sub.add_parser("sql", help="run a read-only SQL query against metadata.duckdb")
     sql.add_argument("query")
+    champ = sub.add_parser("champion", help="show the champion, or restore/promote another")
+    champ.add_argument("action", nargs="?", choices=["show", "restore", "promote"], default="show")
+    champ.add_argument("model_id", nargs="?", help="a fine-tuned model id from `models`")
+    champ.add_argument("--why", default="", help="recorded with the decision")
+    predict = sub.add_parser("predict", help="predict labels of image files with the champion")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--model", help="a model directory instead of the champion")
+    predict.add_argument("--embed", action="store_true", help="print embeddings' shapes")
+    predict.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -42,7 +51,64 @@ def main(argv: list[str] | None = None) -> int:
         lake = LakeResource(root=args.lake) if args.lake else LakeResource.from_env()
         print(batch_summary(MetadataStore(path=str(lake.metadata_path))))
         return 0
+    if args.command == "champion":
+        return _champion(args.lake, args.action, args.model_id, args.why)
+    if args.command == "predict":
+        return _predict(args.lake, args)
     return _sql(args.lake, args.query)
+
+
+def _store(lake_root: str | None):
+    from resources.lake import LakeResource
+    from resources.metadata import MetadataStore
+
+    lake = LakeResource(root=lake_root) if lake_root else LakeResource.from_env()
+    return MetadataStore(path=str(lake.metadata_path))
+
+
+def _champion(lake_root: str | None, action: str, model_id: str | None, why: str) -> int:
+    import getpass
+
+    from ssl_assets.registry import current_champion, set_champion
+
+    store = _store(lake_root)
+    if action in ("restore", "promote"):
+        if not model_id:
+            print(f"usage: ssl-assets champion {action} MODEL_ID", file=sys.stderr)
+            return 2
+        try:
+            previous = set_champion(
+                store, model_id, action, [f"{action} by {getpass.getuser()}: {why}".strip()], None
+            )
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{model_id} is the champion again (was: {previous or 'none'})")
+    champion = current_champion(store)
+    print(f"champion: {champion['model_id'] if champion is not None else 'none'}")
+    history = store.query(
+        "SELECT decided_at, challenger_id, champion_id, promoted, decided_by, "
+        "round(challenger_val, 3) AS challenger_val, round(champion_val, 3) AS champion_val "
+        "FROM promotions ORDER BY decided_at"
+    )
+    print(history.to_string(index=False) if len(history) else "no decisions yet")
+    return 0
+
+
+def _predict(lake_root: str | None, args) -> int:
+    from ssl_assets import predict_cli
+    from ssl_assets.registry import champion_dir
+
+    if args.model:
+        model_dir = args.model
+    else:
+        try:
+            model_dir = str(champion_dir(_store(lake_root)))
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    extra = [*(["--embed"] if args.embed else []), *(["--json"] if args.json else [])]
+    return predict_cli.main([model_dir, *args.images, *extra])
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from dagster import Definitions, in_process_executor, load_assets_from_modules
 
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from ssl_assets.assets import curate, ingest
-from ssl_assets.jobs import curate_job, ingest_job
+from ssl_assets.assets import audit, curate, evaluate, ingest, pretrain
+from ssl_assets.jobs import curate_job, ingest_job, pipeline_job, retrain_job
 from ssl_assets.sensors import curation_sensor, landing_sensor
 
 
@@ -21,11 +21,11 @@ def build_resources(lake_root: str | None = None) -> dict[str, object]:
     return {"lake": lake, "metadata": MetadataStore(path=str(lake.metadata_path))}
 
 
-all_assets = load_assets_from_modules([ingest, curate])
+all_assets = load_assets_from_modules([ingest, curate, audit, pretrain, evaluate])
 
 defs = Definitions(
     assets=all_assets,
-    jobs=[ingest_job, curate_job],
+    jobs=[ingest_job, curate_job, retrain_job, pipeline_job],
     sensors=[landing_sensor, curation_sensor],
     resources=build_resources(),
     # One process per run: each step in its own process would re-import torch and GX.

@@ -1,8 +1,16 @@
-"""Named jobs: what the CLI, the sensors and the launchpad start."""
+"""Named jobs: what the CLI, the sensors and the launchpad start.
+
+Per-batch work is partitioned by batch (`ingest_batch`); everything after it spans all admitted
+batches. Dagster jobs cannot mix the two, so "the whole pipeline" after ingestion is `pipeline`.
+"""
 
 from dagster import AssetSelection, define_asset_job
 
 from ssl_assets.partitions import batch_partitions
+
+CURATION = AssetSelection.assets("duplicates", "quality_issues", "curated_images")
+AUDITS = AssetSelection.groups("audits")
+TRAINING = AssetSelection.groups("pretraining", "evaluation")
 
 # Per batch: read the landed files, gate them, decode the admitted ones into the catalog.
 ingest_job = define_asset_job(
@@ -13,10 +21,27 @@ ingest_job = define_asset_job(
     "once into the catalog (skipped when the batch is not admitted).",
 )
 
-# Across all admitted batches: deduplicate, flag quality issues, assign splits, include or not.
+# Across all admitted batches: curation, then the audits that run before compute is spent.
 curate_job = define_asset_job(
-    "curate",
-    selection=AssetSelection.assets("duplicates", "quality_issues", "curated_images"),
-    description="Curate every admitted, catalogued image: duplicates (exact, near, semantic), "
-    "quality issues, append-only splits, include decisions and their gates.",
+    "curate_and_audit",
+    selection=CURATION | AUDITS,
+    description="Curate every admitted, catalogued image (duplicates in three tiers, quality "
+    "issues, append-only splits, include decisions), then audit diversity and bias and pick "
+    "labeling candidates.",
+)
+
+# Pretrain an encoder on the curated train split, then evaluate it and judge the champion.
+retrain_job = define_asset_job(
+    "retrain_evaluate",
+    selection=TRAINING,
+    description="ssl_encoder, then frozen embeddings, probes and label-efficiency, a fine-tuned "
+    "model, and the champion decision.",
+)
+
+# Everything after ingestion, in one run.
+pipeline_job = define_asset_job(
+    "pipeline",
+    selection=CURATION | AUDITS | TRAINING,
+    description="curate_and_audit followed by retrain_evaluate, in one run (the retrain policy "
+    "is the sensors' and the CLI's business; this job always retrains).",
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import pandas as pd
 from dagster import DagsterInstance
 
 from resources.lake import LakeResource
@@ -88,16 +89,120 @@ def ingest_ready_batches(
 
 
 def curate(lake: LakeResource, store: MetadataStore, instance: DagsterInstance) -> BatchRun:
-    """Run the `curate` job over every admitted, catalogued image (incremental by design)."""
+    """Run `curate_and_audit` over every admitted, catalogued image (incremental by design)."""
     from ssl_assets.definitions import defs
 
-    result = defs.resolve_job_def("curate").execute_in_process(
+    result = defs.resolve_job_def("curate_and_audit").execute_in_process(
         instance=instance,
         resources={"lake": lake, "metadata": store},
         run_config=QUIET,
         raise_on_error=False,
     )
     return BatchRun("all admitted", result.run_id, result.success)
+
+
+def maybe_retrain(
+    lake: LakeResource, store: MetadataStore, instance: DagsterInstance, profile: Profile
+) -> BatchRun | None:
+    """Run `retrain_evaluate` when the retrain policy says the new data is worth it."""
+    from ssl_assets.definitions import defs
+    from ssl_assets.retrain_policy import retrain_decision
+
+    decision = retrain_decision(
+        **retrain_inputs(store), min_new_images=profile.retrain_min_new_images
+    )
+    print(f"retrain policy: {'retrain' if decision.retrain else 'no retrain'} ({decision.reason})")
+    if not decision.retrain:
+        return None
+    result = defs.resolve_job_def("retrain_evaluate").execute_in_process(
+        instance=instance,
+        resources={"lake": lake, "metadata": store},
+        run_config=QUIET,
+        raise_on_error=False,
+    )
+    return BatchRun("retrain_evaluate", result.run_id, result.success)
+
+
+def retrain_inputs(store: MetadataStore) -> dict:
+    """Train split size, new train images since the last encoder, whether one exists."""
+    last = store.query(
+        "SELECT max(created_at) AS at FROM models WHERE kind = 'encoder' AND status <> 'rejected'"
+    )["at"].iloc[0]
+    counts = store.query(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE s.assigned_at > ?) AS new "
+        "FROM curated_images c JOIN splits s USING (image_id) "
+        "WHERE c.include AND c.split = 'train'",
+        [None if pd.isna(last) else last],
+    )
+    has_encoder = not pd.isna(last)
+    return {
+        "train_images": int(counts["total"].iloc[0]),
+        "new_since_last_encoder": int(counts["new"].iloc[0])
+        if has_encoder
+        else int(counts["total"].iloc[0]),
+        "has_encoder": has_encoder,
+    }
+
+
+def audit_summary(store: MetadataStore) -> str:
+    """Each audit gate's latest verdict, and why."""
+    gates = store.query(
+        "SELECT asset, check_name, passed, severity, details FROM gate_results "
+        "WHERE asset IN ('diversity_audit', 'bias_audit', 'labeling_candidates') "
+        "QUALIFY row_number() OVER (PARTITION BY asset, check_name ORDER BY recorded_at DESC) = 1 "
+        "ORDER BY asset, check_name"
+    )
+    if gates.empty:
+        return "no audits yet"
+    import json
+
+    lines = ["audits:"]
+    for g in gates.itertuples():
+        verdict = "pass" if g.passed else ("FAIL" if g.severity == "ERROR" else "warn")
+        why = json.loads(g.details or "{}").get("description", "")
+        lines.append(f"  {g.asset}.{g.check_name}: {verdict} — {why[:110]}")
+    return "\n".join(lines)
+
+
+def evaluation_summary(store: MetadataStore) -> str:
+    """The label-efficiency table of the newest evaluated encoder and the champion's metrics."""
+    table = store.query(
+        "SELECT budget, method, round(avg(n_labels)) AS labels, "
+        "round(avg(accuracy), 3) AS test_acc, round(coalesce(stddev_samp(accuracy), 0), 3) AS std, "
+        "count(*) AS seeds FROM probes "
+        "WHERE model_id = (SELECT model_id FROM probes ORDER BY recorded_at DESC LIMIT 1) "
+        "GROUP BY ALL ORDER BY labels, method"
+    )
+    if table.empty:
+        return "no evaluation yet"
+    lines = ["label efficiency (test accuracy, mean ± std over label draws):"]
+    lines.append(f"{'budget':<12} {'labels':>6}  {'method':<20} accuracy")
+    for r in table.itertuples():
+        lines.append(
+            f"{r.budget:<12} {int(r.labels):>6}  {r.method:<20} {r.test_acc:.3f} ± {r.std:.3f}"
+        )
+    champion = store.query(
+        "SELECT model_id, metrics, reason FROM models WHERE kind = 'finetuned' "
+        "AND status = 'champion' ORDER BY created_at DESC LIMIT 1"
+    )
+    if champion.empty:
+        lines.append("champion: none")
+    else:
+        import json
+
+        m = json.loads(champion["metrics"].iloc[0] or "{}")
+        lines.append(
+            f"champion {champion['model_id'].iloc[0]}: test accuracy {m.get('accuracy', float('nan')):.3f}, "
+            f"ECE {m.get('ece', float('nan')):.3f} — {champion['reason'].iloc[0]}"
+        )
+    decision = store.query(
+        "SELECT challenger_id, promoted, reasons FROM promotions ORDER BY decided_at DESC LIMIT 1"
+    )
+    if len(decision):
+        d = decision.iloc[0]
+        verdict = "promoted" if d["promoted"] else "refused"
+        lines.append(f"last decision: {d['challenger_id']} {verdict}")
+    return "\n".join(lines)
 
 
 def curation_summary(store: MetadataStore) -> str:
@@ -179,10 +284,24 @@ def run_pipeline(lake_root: str | None = None, profile_name: str | None = None) 
         print(f"ingest_batch[{r.batch}] run {r.run_id[:8]}: {'success' if r.success else 'FAILED'}")
     curation = curate(lake, store, instance)
     runs.append(curation)
-    print(f"curate run {curation.run_id[:8]}: {'success' if curation.success else 'FAILED'}")
+    print(
+        f"curate_and_audit run {curation.run_id[:8]}: {'success' if curation.success else 'FAILED'}"
+    )
+    if curation.success:
+        retrain = maybe_retrain(lake, store, instance, profile)
+        if retrain is not None:
+            runs.append(retrain)
+            print(
+                f"retrain_evaluate run {retrain.run_id[:8]}: "
+                f"{'success' if retrain.success else 'FAILED'}"
+            )
     print()
     print(f"lake: {lake.root_path}   profile: {profile.name}")
     print(batch_summary(store))
     print()
     print(curation_summary(store))
+    print()
+    print(audit_summary(store))
+    print()
+    print(evaluation_summary(store))
     return 0 if all(r.success for r in runs) else 1

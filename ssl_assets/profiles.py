@@ -31,6 +31,10 @@ class Profile:
     pretrain_method: str
     pretrain_epochs: int
     pretrain_batch_size: int
+    # Evaluation: label-draw seeds per budget, the scratch baseline's time cap, fine-tune epochs.
+    eval_seeds: int
+    scratch_max_seconds: float
+    finetune_epochs: int
     # Retrain policy: new included train images since the last encoder that justify a retrain.
     retrain_min_new_images: int
     # Automation: how often the landing sensor looks for new batches.
@@ -47,6 +51,9 @@ PROFILES: dict[str, Profile] = {
         pretrain_method="simclr",
         pretrain_epochs=3,
         pretrain_batch_size=64,
+        eval_seeds=2,
+        scratch_max_seconds=3.0,
+        finetune_epochs=2,
         retrain_min_new_images=20,
         sensor_interval_s=5,
     ),
@@ -59,6 +66,9 @@ PROFILES: dict[str, Profile] = {
         pretrain_method="simclr",
         pretrain_epochs=40,
         pretrain_batch_size=256,
+        eval_seeds=3,
+        scratch_max_seconds=15.0,
+        finetune_epochs=15,
         retrain_min_new_images=200,
         sensor_interval_s=30,
     ),
@@ -71,6 +81,9 @@ PROFILES: dict[str, Profile] = {
         pretrain_method="simclr",
         pretrain_epochs=200,
         pretrain_batch_size=512,
+        eval_seeds=3,
+        scratch_max_seconds=float("inf"),
+        finetune_epochs=50,
         retrain_min_new_images=5000,
         sensor_interval_s=60,
     ),

@@ -95,10 +95,23 @@ def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
         ]
     assert sum(per_batch.values()) == 240  # the tiny profile's share of the digits
     assert set(per_batch) == set(BATCHES)
-    # every gate passed: two per batch at ingestion, one per batch at cataloging, three curation
-    assert gates == {"raw_images": "4/4", "image_catalog": "2/2", "curated_images": "3/3"}
+    # every stage ran and every gate passed
+    assert set(gates) == {
+        "raw_images",
+        "image_catalog",
+        "curated_images",
+        "diversity_audit",
+        "bias_audit",
+        "labeling_candidates",
+        "ssl_encoder",
+        "probes",
+        "champion_model",
+    }
+    assert all(a == b for a, b in (v.split("/") for v in gates.values())), gates
     assert curated[0] == 240 and curated[1] > 200  # every image curated, few excluded
-    assert "curate run" in proc.stdout and "exclusion reasons" in proc.stdout
+    for line in ("curate_and_audit run", "exclusion reasons", "audits:", "label efficiency"):
+        assert line in proc.stdout
+    assert "champion ft-" in proc.stdout
     assert admitted == list(BATCHES)
 
     # the runs are in the persistent instance, so `dagster dev` shows them afterwards

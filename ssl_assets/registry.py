@@ -1,0 +1,73 @@
+"""The model registry's rules: which model is the champion, and how that changes.
+
+Only two things change the champion: the `champion_model` asset, when a challenger passes every
+promotion rule, and a person, with `ssl-assets champion restore|promote MODEL_ID`. Both go
+through `set_champion`, which retires the previous champion (and the encoder behind it) and
+records the decision in `promotions`, so the history is one query away.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from resources.metadata import MetadataStore, utcnow
+
+
+def current_champion(metadata: MetadataStore) -> pd.Series | None:
+    df = metadata.query(
+        "SELECT * FROM models WHERE kind = 'finetuned' AND status = 'champion' "
+        "ORDER BY created_at DESC LIMIT 1"
+    )
+    return None if df.empty else df.iloc[0]
+
+
+def champion_dir(metadata: MetadataStore) -> Path:
+    """Directory of the current champion (model.json + model.safetensors + MODEL_CARD.md)."""
+    champion = current_champion(metadata)
+    if champion is None:
+        raise LookupError("there is no champion yet: run the pipeline (make run) first")
+    return Path(champion["path"])
+
+
+def set_champion(
+    metadata: MetadataStore, model_id: str, decided_by: str, reasons: list[str], run_id: str | None
+) -> str | None:
+    """Make `model_id` (a fine-tuned model) the champion, retire the previous one, and mark the
+    encoders behind them likewise; returns the previous champion's id."""
+    models = metadata.query("SELECT model_id, kind, status, lineage FROM models")
+    target = models[models["model_id"] == model_id]
+    if target.empty or target["kind"].iloc[0] != "finetuned":
+        raise ValueError(f"{model_id} is not a fine-tuned model in the registry")
+    previous = models[(models["kind"] == "finetuned") & (models["status"] == "champion")]
+    encoder = json.loads(target["lineage"].iloc[0] or "{}").get("encoder")
+    with metadata.transaction() as con:
+        con.execute(
+            "UPDATE models SET status = 'retired', reason = ? "
+            "WHERE status = 'champion' AND kind IN ('finetuned', 'encoder')",
+            [f"replaced by {model_id} ({decided_by})"],
+        )
+        con.execute(
+            "UPDATE models SET status = 'champion', reason = ? WHERE model_id IN (?, ?)",
+            [f"champion since {utcnow():%Y-%m-%d %H:%M} ({decided_by})", model_id, encoder or ""],
+        )
+        metadata._insert(
+            con,
+            "promotions",
+            pd.DataFrame(
+                [
+                    {
+                        "challenger_id": model_id,
+                        "champion_id": previous["model_id"].iloc[0] if len(previous) else None,
+                        "promoted": True,
+                        "reasons": json.dumps(reasons),
+                        "decided_by": decided_by,
+                        "run_id": run_id,
+                        "decided_at": utcnow(),
+                    }
+                ]
+            ),
+        )
+    return previous["model_id"].iloc[0] if len(previous) else None

@@ -1,0 +1,160 @@
+"""Pretraining and evaluation assets on a small real dataset in a temporary lake: the champion
+is replaced only by a better model, a restore brings an old one back, and the load-and-predict
+API agrees with the evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from dagster import DagsterInstance, materialize
+
+from resources.lake import LakeResource
+from resources.metadata import MetadataStore
+from ssl_assets.assets.evaluate import champion_model, finetuned_model
+from ssl_assets.cli import main as cli
+from ssl_assets.data.default_dataset import write_default_dataset
+from ssl_assets.definitions import defs
+from ssl_assets.registry import current_champion
+
+pytestmark = pytest.mark.slow
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _finetune_and_judge(resources, instance, **cfg):
+    result = materialize(
+        [finetuned_model, champion_model],
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"finetuned_model": {"config": cfg}}, **QUIET},
+        raise_on_error=False,
+    )
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    return result, checks
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A lake with 600 real digits, curated, audited, and one pretrained encoder."""
+    root = tmp_path_factory.mktemp("eval") / "lake"
+    lake = LakeResource(root=str(root))
+    lake.ensure()
+    store = MetadataStore(path=str(lake.metadata_path))
+    resources = {"lake": lake, "metadata": store}
+    batches = write_default_dataset(lake.landing_dir, n_images=600, label_fraction=0.6)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("batches", batches)
+        for batch in batches:
+            run = defs.resolve_job_def("ingest_batch").execute_in_process(
+                partition_key=batch, instance=instance, resources=resources, run_config=QUIET
+            )
+            assert run.success
+        assert (
+            defs.resolve_job_def("curate_and_audit")
+            .execute_in_process(instance=instance, resources=resources, run_config=QUIET)
+            .success
+        )
+        encoder_run = materialize(
+            [a for a in defs.resolve_all_asset_specs() if False]
+            or _assets("ssl_encoder", "image_embeddings", "probes"),
+            instance=instance,
+            resources=resources,
+            run_config={
+                "ops": {
+                    "ssl_encoder": {"config": {"epochs": 2, "batch_size": 128}},
+                    "probes": {"config": {"seeds": 1, "budgets": "0.2:2,1.0:1"}},
+                },
+                **QUIET,
+            },
+        )
+        assert encoder_run.success
+        yield lake, store, resources, instance
+
+
+def _assets(*names):
+    return [a for a in defs.assets if getattr(a, "key", None) and a.key.to_user_string() in names]
+
+
+def test_encoder_is_registered_with_lineage_and_probes_are_recorded(trained):
+    _, store, _, _ = trained
+    encoders = store.query("SELECT * FROM models WHERE kind = 'encoder'")
+    assert len(encoders) == 1 and encoders["status"].iloc[0] == "candidate"
+    lineage = json.loads(encoders["lineage"].iloc[0])
+    assert lineage["train_images"] > 200 and lineage["data_fingerprint"]
+    probes = store.query("SELECT method, count(*) AS n FROM probes GROUP BY method ORDER BY 1")
+    assert set(probes["method"]) == {
+        "random/knn",
+        "random/linear",
+        "scratch/supervised",
+        "ssl/knn",
+        "ssl/linear",
+    }
+    ssl = store.query("SELECT avg(accuracy) AS a FROM probes WHERE method = 'ssl/linear'")
+    assert ssl["a"].iloc[0] > 0.5  # ten digit classes: far above chance (0.1)
+
+
+def test_champion_is_replaced_only_by_a_better_model_and_can_be_restored(trained, tmp_path):
+    lake, store, resources, instance = trained
+    # a model that learned nothing (lr 0) becomes the first champion: there is none to beat
+    _, checks = _finetune_and_judge(resources, instance, lr=0.0, epochs=1, patience=1)
+    assert all(checks.values())
+    weak = current_champion(store)["model_id"]
+
+    # a trained one is clearly better: promoted
+    result, checks = _finetune_and_judge(resources, instance, lr=3e-3, epochs=12)
+    assert result.success and all(checks.values())
+    strong = current_champion(store)["model_id"]
+    assert strong != weak
+
+    # another that learned nothing is refused, and the champion stays
+    result, checks = _finetune_and_judge(resources, instance, lr=0.0, epochs=1, seed=7)
+    assert not result.success  # the blocking promotion check failed
+    assert checks["challenger_not_worse"] is False
+    assert current_champion(store)["model_id"] == strong
+    refused = store.query(
+        "SELECT challenger_id, promoted, reasons FROM promotions ORDER BY decided_at DESC LIMIT 1"
+    ).iloc[0]
+    assert not refused["promoted"] and "worse than the champion" in refused["reasons"]
+    statuses = dict(store.query("SELECT model_id, status FROM models").itertuples(index=False))
+    assert statuses[refused["challenger_id"]] == "rejected"
+    assert statuses[weak] == "retired"
+    assert (lake.path("models", strong) / "MODEL_CARD.md").is_file()
+
+    # a person restores the previous champion with one command
+    assert cli(["--lake", lake.root, "champion", "restore", weak, "--why", "rollback test"]) == 0
+    assert current_champion(store)["model_id"] == weak
+    last = store.query(
+        "SELECT decided_by, reasons FROM promotions ORDER BY decided_at DESC LIMIT 1"
+    )
+    assert last["decided_by"].iloc[0] == "restore" and "rollback test" in last["reasons"].iloc[0]
+    assert cli(["--lake", lake.root, "champion", "restore", strong]) == 0
+
+
+def test_load_and_predict_api_matches_the_evaluation(trained):
+    from ssl_assets.inference import load_model
+    from ssl_assets.ml.evaluate.model_io import load_finetuned
+    from ssl_assets.ml.evaluate.supervised import predict_labels
+
+    lake, store, _, _ = trained
+    champion = current_champion(store)
+    if champion is None:
+        pytest.skip("needs the champion test first")  # pragma: no cover
+    test = store.query(
+        "SELECT i.batch, i.rel_path, c.array_path, c.array_row FROM curated_images k "
+        "JOIN images i USING (image_id) JOIN image_catalog c USING (image_id) "
+        "WHERE k.include AND k.split = 'test' ORDER BY i.rel_path LIMIT 40"
+    )
+    files = [
+        str(lake.batch_dir(b) / p) for b, p in zip(test["batch"], test["rel_path"], strict=True)
+    ]
+    arrays = np.stack(
+        [
+            np.load(lake.path(p), mmap_mode="r")[r]
+            for p, r in zip(test["array_path"], test["array_row"], strict=True)
+        ]
+    )
+    classifier, meta = load_finetuned(champion["path"])
+    evaluated = [meta["class_names"][i] for i in predict_labels(classifier, arrays)]
+    api = load_model(champion["path"]).predict(files)
+    assert api == evaluated
