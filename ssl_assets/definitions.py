@@ -12,7 +12,7 @@ from resources.lake import LakeResource
 from resources.metadata import MetadataStore
 from ssl_assets.assets import audit, curate, evaluate, ingest, pretrain
 from ssl_assets.jobs import curate_job, ingest_job, pipeline_job, retrain_job
-from ssl_assets.sensors import curation_sensor, landing_sensor
+from ssl_assets.sensors import curation_sensor, landing_sensor, retrain_sensor
 
 
 def build_resources(lake_root: str | None = None) -> dict[str, object]:
@@ -26,7 +26,7 @@ all_assets = load_assets_from_modules([ingest, curate, audit, pretrain, evaluate
 defs = Definitions(
     assets=all_assets,
     jobs=[ingest_job, curate_job, retrain_job, pipeline_job],
-    sensors=[landing_sensor, curation_sensor],
+    sensors=[landing_sensor, curation_sensor, retrain_sensor],
     resources=build_resources(),
     # One process per run: each step in its own process would re-import torch and GX.
     executor=in_process_executor,

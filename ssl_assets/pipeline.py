@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import pandas as pd
 from dagster import DagsterInstance
 
 from resources.lake import LakeResource
@@ -106,6 +105,7 @@ def maybe_retrain(
 ) -> BatchRun | None:
     """Run `retrain_evaluate` when the retrain policy says the new data is worth it."""
     from ssl_assets.definitions import defs
+    from ssl_assets.registry import retrain_inputs
     from ssl_assets.retrain_policy import retrain_decision
 
     decision = retrain_decision(
@@ -121,27 +121,6 @@ def maybe_retrain(
         raise_on_error=False,
     )
     return BatchRun("retrain_evaluate", result.run_id, result.success)
-
-
-def retrain_inputs(store: MetadataStore) -> dict:
-    """Train split size, new train images since the last encoder, whether one exists."""
-    last = store.query(
-        "SELECT max(created_at) AS at FROM models WHERE kind = 'encoder' AND status <> 'rejected'"
-    )["at"].iloc[0]
-    counts = store.query(
-        "SELECT count(*) AS total, count(*) FILTER (WHERE s.assigned_at > ?) AS new "
-        "FROM curated_images c JOIN splits s USING (image_id) "
-        "WHERE c.include AND c.split = 'train'",
-        [None if pd.isna(last) else last],
-    )
-    has_encoder = not pd.isna(last)
-    return {
-        "train_images": int(counts["total"].iloc[0]),
-        "new_since_last_encoder": int(counts["new"].iloc[0])
-        if has_encoder
-        else int(counts["total"].iloc[0]),
-        "has_encoder": has_encoder,
-    }
 
 
 def audit_summary(store: MetadataStore) -> str:

@@ -8,6 +8,7 @@ records the decision in `promotions`, so the history is one query away.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -71,3 +72,32 @@ def set_champion(
             ),
         )
     return previous["model_id"].iloc[0] if len(previous) else None
+
+
+def retrain_inputs(metadata: MetadataStore) -> dict:
+    """What the retrain policy needs: the train split's size, how many of its included images
+    were curated after the newest usable encoder was trained, and whether there is one."""
+    last = metadata.query(
+        "SELECT max(created_at) AS at FROM models WHERE kind = 'encoder' AND status <> 'rejected'"
+    )["at"].iloc[0]
+    has_encoder = not pd.isna(last)
+    counts = metadata.query(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE s.assigned_at > ?) AS new "
+        "FROM curated_images c JOIN splits s USING (image_id) "
+        "WHERE c.include AND c.split = 'train'",
+        [last if has_encoder else None],
+    )
+    total = int(counts["total"].iloc[0])
+    return {
+        "train_images": total,
+        "new_since_last_encoder": int(counts["new"].iloc[0]) if has_encoder else total,
+        "has_encoder": has_encoder,
+    }
+
+
+def train_snapshot(metadata: MetadataStore) -> str:
+    """A short key of the included train split (which images), for run keys."""
+    ids = metadata.query(
+        "SELECT image_id FROM curated_images WHERE include AND split = 'train' ORDER BY image_id"
+    )["image_id"]
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]

@@ -1,4 +1,5 @@
-"""Sensors: new landed batches start ingestion; newly admitted data starts curation.
+"""Sensors: new landed batches start ingestion; newly admitted data starts curation and audits;
+enough newly curated data starts a retrain.
 
 Both are idempotent by construction: each request carries a run key (per batch, per curated-data
 snapshot) and the landing sensor keeps a persisted cursor, so a repeated tick or a restarted
@@ -21,7 +22,7 @@ from dagster import (
 
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from ssl_assets.jobs import curate_job, ingest_job
+from ssl_assets.jobs import curate_job, ingest_job, retrain_job
 from ssl_assets.partitions import batch_partitions
 from ssl_assets.profiles import get_profile
 
@@ -81,4 +82,54 @@ def curation_sensor(context: SensorEvaluationContext, metadata: MetadataStore) -
     return SensorResult(
         run_requests=[RunRequest(run_key=f"curate:{key}", tags={"ssl/snapshot": key})],
         cursor=key,
+    )
+
+
+@sensor(
+    job=retrain_job,
+    minimum_interval_seconds=INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Starts one retrain_evaluate run per train-split snapshot when the retrain "
+    "policy says enough new curated train images arrived since the last encoder, curation is "
+    "up to date and no curation/audit run is in flight (their gates are checked again by "
+    "ssl_encoder when it runs).",
+)
+def retrain_sensor(context: SensorEvaluationContext, metadata: MetadataStore) -> SensorResult:
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from ssl_assets.registry import retrain_inputs, train_snapshot
+    from ssl_assets.retrain_policy import retrain_decision
+
+    busy = context.instance.get_runs(
+        RunsFilter(
+            job_name=curate_job.name,
+            statuses=[
+                DagsterRunStatus.QUEUED,
+                DagsterRunStatus.NOT_STARTED,
+                DagsterRunStatus.STARTING,
+                DagsterRunStatus.STARTED,
+            ],
+        ),
+        limit=1,
+    )
+    if busy:
+        return SensorResult(skip_reason=SkipReason("curation or audits are running"))
+    _, _, pending = curated_snapshot(metadata)
+    if pending:
+        return SensorResult(skip_reason=SkipReason(f"{pending} catalogued images await curation"))
+    decision = retrain_decision(
+        **retrain_inputs(metadata), min_new_images=get_profile().retrain_min_new_images
+    )
+    if not decision.retrain:
+        return SensorResult(skip_reason=SkipReason(decision.reason))
+    snapshot = train_snapshot(metadata)
+    context.log.info(f"retrain: {decision.reason}")
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=f"retrain:{snapshot}",
+                tags={"ssl/snapshot": snapshot, "ssl/retrain-reason": decision.reason[:200]},
+            )
+        ],
+        cursor=snapshot,
     )

@@ -62,3 +62,52 @@ def test_curation_sensor_asks_once_per_snapshot_of_admitted_data(lake, store, in
     second = curation_sensor(build_sensor_context(instance=instance, resources={"metadata": store}))
     assert len(first.run_requests) == 1
     assert first.run_requests[0].run_key == second.run_requests[0].run_key  # same snapshot
+
+
+def test_retrain_sensor_follows_the_policy_and_asks_once_per_snapshot(lake, store, instance):
+    import pandas as pd
+
+    from resources.metadata import utcnow
+    from ssl_assets.assets.curate import curated_images, duplicates, quality_issues
+    from ssl_assets.sensors import retrain_sensor
+
+    def tick():
+        return retrain_sensor(
+            build_sensor_context(instance=instance, resources={"metadata": store})
+        )
+
+    assert "no included train images" in str(tick().skip_reason)
+    batch_dir = lake.landing_dir / "b1"
+    batch_dir.mkdir(parents=True)
+    for s in range(60):
+        smooth_image(s).save(batch_dir / f"{s:02d}.png")
+    add_partitions(instance, "b1")
+    resources = {"lake": lake, "metadata": store}
+    assert materialize(
+        [raw_images, image_catalog], partition_key="b1", instance=instance, resources=resources
+    ).success
+    assert "await curation" in str(tick().skip_reason)
+    assert materialize(
+        [duplicates, quality_issues, curated_images], instance=instance, resources=resources
+    ).success
+
+    first, second = tick(), tick()
+    assert len(first.run_requests) == 1  # tiny profile: 20 new train images are enough
+    assert first.run_requests[0].run_key == second.run_requests[0].run_key
+
+    # once an encoder exists, nothing new was curated since: no retrain
+    store.append(
+        "models",
+        pd.DataFrame(
+            [
+                {
+                    "model_id": "enc-x",
+                    "kind": "encoder",
+                    "status": "candidate",
+                    "created_at": utcnow(),
+                }
+            ]
+        ),
+    )
+    after = tick()
+    assert not after.run_requests and "0 new train images" in str(after.skip_reason)

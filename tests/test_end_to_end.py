@@ -1,0 +1,175 @@
+"""The pipeline as it runs itself: `dagster dev` with its sensors, a batch dropped into the lake,
+and everything from ingestion to a champion model without anyone pressing a button. Then the UI
+as a person meets it, in headless Chromium.
+
+Slow (a few minutes): deselect locally with `-m "not slow"`; CI runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ssl_assets.data.default_dataset import write_default_dataset
+from tests.dagster_server import DagsterServer, dagster_dev
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+DEADLINE_S = 600  # the whole flow, hard
+EXPECTED_JOBS = {"ingest_batch", "curate_and_audit", "retrain_evaluate"}
+SENSORS = """
+{ sensorsOrError(repositorySelector: {repositoryName: "__repository__",
+                                      repositoryLocationName: "ssl_assets"}) {
+    ... on Sensors { results { name sensorState { id status selectorId } } } } }
+"""
+START_SENSOR = """
+mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+  __typename ... on Sensor { name } ... on PythonError { message } } }
+"""
+RUNS = "{ runsOrError { ... on Runs { results { runId jobName status } } } }"
+DONE = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def _runs(server: DagsterServer) -> list[dict]:
+    return server.graphql(RUNS)["runsOrError"]["results"]
+
+
+def _ensure_sensors_running(server: DagsterServer) -> list[str]:
+    sensors = server.graphql(SENSORS)["sensorsOrError"]["results"]
+    for s in sensors:
+        if s["sensorState"]["status"] != "RUNNING":
+            started = server.graphql(
+                START_SENSOR,
+                {
+                    "s": {
+                        "repositoryName": "__repository__",
+                        "repositoryLocationName": "ssl_assets",
+                        "sensorName": s["name"],
+                    }
+                },
+            )["startSensor"]
+            assert started["__typename"] == "Sensor", started
+    return [s["name"] for s in sensors]
+
+
+@pytest.fixture(scope="module")
+def pipeline_server(tmp_path_factory):
+    """A `dagster dev` that has taken a dropped batch all the way to a champion."""
+    with dagster_dev(tmp_path_factory.mktemp("e2e")) as server:
+        names = _ensure_sensors_running(server)
+        assert {"landing_sensor", "curation_sensor", "retrain_sensor"} <= set(names)
+        # the data arrives: written completely, then marked _READY
+        write_default_dataset(server.lake / "landing", n_images=240, label_fraction=0.4)
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            runs = _runs(server)
+            failed = [r for r in runs if r["status"] in {"FAILURE", "CANCELED"}]
+            assert not failed, f"{failed}\n{server.log.read_text()[-6000:]}"
+            done = {r["jobName"] for r in runs if r["status"] == "SUCCESS"}
+            busy = [r for r in runs if r["status"] not in DONE]
+            if EXPECTED_JOBS <= done and not busy:
+                break
+            assert time.monotonic() < deadline, (
+                f"timed out; runs so far: {[(r['jobName'], r['status']) for r in runs]}\n"
+                f"{server.log.read_text()[-6000:]}"
+            )
+            time.sleep(2)
+        yield server
+
+
+def test_sensors_take_a_dropped_batch_to_a_new_model(pipeline_server):
+    runs = _runs(pipeline_server)
+    per_job: dict[str, int] = {}
+    for r in runs:
+        assert r["status"] == "SUCCESS", r
+        per_job[r["jobName"]] = per_job.get(r["jobName"], 0) + 1
+    assert per_job["ingest_batch"] == 2  # one run per landed batch, never two
+    assert per_job["retrain_evaluate"] == 1  # two batches, one retrain
+    with duckdb.connect(str(pipeline_server.lake / "metadata.duckdb"), read_only=True) as con:
+        models = con.execute("SELECT kind, status FROM models ORDER BY kind").fetchall()
+        admitted = con.execute("SELECT count(*) FROM admitted_batches").fetchone()[0]
+    assert ("encoder", "champion") in models and ("finetuned", "champion") in models
+    assert admitted == 2
+
+
+def test_later_ticks_start_nothing_more(pipeline_server):
+    before = len(_runs(pipeline_server))
+    time.sleep(25)  # five ticks of the tiny profile's 5 s sensors
+    assert len(_runs(pipeline_server)) == before
+
+
+def test_asset_catalog_lists_our_assets_and_graph_screenshot(pipeline_server):
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (os.path.exists(chromium) and os.path.exists(driver_path)):
+        if os.environ.get("CI"):
+            pytest.fail(
+                "CI must have Debian's chromium and chromium-driver (.ci/run installs them)"
+            )
+        pytest.skip(
+            "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+        f"--user-data-dir={pipeline_server.home / 'chromium'}",
+    ):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(options=options, service=Service(driver_path))
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+
+        def visit(path: str, text: str) -> None:
+            browser.get(pipeline_server.url + path)
+            deadline = time.monotonic() + 60
+            while text not in browser.page_source:
+                assert time.monotonic() < deadline, f"{text!r} never appeared on {path}"
+                for skip in browser.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+                    skip.click()  # Dagster's community prompt
+                time.sleep(1)
+            time.sleep(2)
+
+        visit("/assets", "champion_model")
+        names = {
+            "raw_images",
+            "image_catalog",
+            "duplicates",
+            "quality_issues",
+            "curated_images",
+            "diversity_audit",
+            "bias_audit",
+            "labeling_candidates",
+            "ssl_encoder",
+            "image_embeddings",
+            "probes",
+            "finetuned_model",
+            "champion_model",
+        }
+        page = browser.page_source
+        assert all(name in page for name in names), sorted(n for n in names if n not in page)
+        browser.save_screenshot(str(ARTIFACTS / "asset-catalog.png"))
+        visit("/asset-groups", "pretraining")
+        browser.save_screenshot(str(ARTIFACTS / "asset-graph.png"))
+    finally:
+        browser.quit()
+    assert (ARTIFACTS / "asset-graph.png").stat().st_size > 10_000
