@@ -693,3 +693,69 @@ def champion_model(
             description=why,
             metadata={"challenger": challenger_id},
         )
+
+
+# -- embedding_audit -----------------------------------------------------------------------------
+
+
+@asset(
+    deps=[image_embeddings, "diversity_audit"],
+    group_name="evaluation",
+    pool=METADATA_WRITER_POOL,
+    kinds={"python", "scikitlearn", "duckdb"},
+    owners=OWNERS,
+)
+def embedding_audit(
+    context: AssetExecutionContext, lake: LakeResource, metadata: MetadataStore
+) -> MaterializeResult:
+    """The diversity statistics of the included train split re-run in the *trained* encoder's
+    embedding space, beside the pinned-embedder figures of diversity_audit. Report only: it
+    never re-splits or re-deduplicates (curation stays on its pinned embedder)."""
+    from ssl_assets.audit.diversity import diversity_audit as run_diversity
+    from ssl_assets.audit.plots import projection_png
+
+    encoder = latest_encoder(metadata)
+    model_id = encoder["model_id"]
+    ids = metadata.query(
+        "SELECT k.image_id FROM curated_images k JOIN image_embeddings e USING (image_id) "
+        "WHERE k.include AND k.split = 'train' AND e.model_id = ? ORDER BY e.array_row",
+        [model_id],
+    )["image_id"].tolist()
+    if len(ids) < 2:
+        raise Failure("fewer than two embedded train images: nothing to audit")
+    report = run_diversity(load_embeddings(lake, metadata, model_id, ids))
+    pinned = metadata.query(
+        "SELECT metric, value FROM stage_metrics WHERE asset = 'diversity_audit' "
+        "QUALIFY row_number() OVER (PARTITION BY metric ORDER BY recorded_at DESC) = 1"
+    )
+    pinned_metrics = dict(zip(pinned["metric"], pinned["value"], strict=True))
+    compare = pd.DataFrame(
+        [
+            {
+                "metric": k,
+                "trained encoder": v,
+                "pinned embedder": pinned_metrics.get(k, float("nan")),
+            }
+            for k, v in report.metrics.items()
+            if isinstance(v, int | float)
+        ]
+    )
+    metadata.record_metrics(
+        "embedding_audit",
+        model_id,
+        context.run.run_id,
+        {k: float(v) for k, v in report.metrics.items() if isinstance(v, int | float)},
+    )
+    png = projection_png(
+        report.per_image[["x", "y"]].to_numpy(),
+        report.per_image["cluster"].to_numpy(),
+        f"train split in {model_id}'s embedding space (PCA)",
+    )
+    return MaterializeResult(
+        metadata={
+            "model_id": model_id,
+            "train_images": len(ids),
+            "trained_vs_pinned": MetadataValue.md(compare.to_markdown(index=False, floatfmt=".3f")),
+            "projection": MetadataValue.md(markdown_image(png, "trained-encoder projection")),
+        }
+    )
