@@ -5,8 +5,9 @@ each, `deterministic=True`): a reference run, and a run that is SIGKILLed as soo
 checkpoint for step 10 appears (mid-epoch: 16 steps per epoch). The killed run is then
 re-executed with the same job, as a Dagster retry would, and must end with exactly the same
 encoder, final checkpoint tensors (student, momentum teacher, MoCo queue, BatchNorm statistics,
-optimiser state) and per-epoch losses as the reference. MoCo and BYOL cover the teacher and
-queue state, SimCLR with gradient accumulation covers the sampler position within an epoch.
+optimiser state) and per-epoch losses as the reference. MoCo covers the momentum teacher (key
+encoder, with BatchNorm statistics) and the queue; SimCLR with gradient accumulation covers the
+sampler position within an epoch.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ from ssl_assets.ml.train import TrainConfig, list_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 KILL_AFTER_STEP = 10
-TOTAL_STEPS = 120
+TOTAL_STEPS = 64
 
 CASES: dict[str, dict[str, Any]] = {
     "simclr": {"objective": {"hidden_dim": 32, "out_dim": 16}, "accumulate": 2},
     "moco": {"objective": {"hidden_dim": 32, "out_dim": 16, "queue_size": 48}},
-    "byol": {"objective": {"hidden_dim": 32, "out_dim": 16}},
 }
 
 
@@ -129,11 +129,13 @@ def test_killed_run_resumes_to_identical_weights(method: str, data: Path, tmp_pa
     states = {r: load_file(str(tmp_path / r / "ckpt" / final)) for r in results}
     assert states["victim"].keys() == states["reference"].keys()
     expected_keys = {
-        "simclr": "model/objective.head.layers.0.weight",
-        "moco": "model/objective.queue.queue",
-        "byol": "model/objective.target_backbone.features.0.weight",
+        "simclr": ["model/objective.head.layers.0.weight"],
+        "moco": [
+            "model/objective.queue.queue",
+            "model/objective.key_backbone.features.1.running_mean",
+        ],
     }
-    assert expected_keys[method] in states["reference"]
+    assert all(k in states["reference"] for k in expected_keys[method])
     assert any(k.startswith("optim/") for k in states["reference"])
     for name, value in states["reference"].items():
         assert torch.equal(states["victim"][name], value), name

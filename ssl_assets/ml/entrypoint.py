@@ -137,7 +137,8 @@ def _cpu_thread_share(cfg: TrainConfig) -> TrainConfig:
     if cfg.num_threads > 0 or not launched_by_torchrun():
         return cfg
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    cfg.num_threads = max(1, (os.cpu_count() or 1) // max(local_world, 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cfg.num_threads = max(1, (cores or 1) // max(local_world, 1))
     return cfg
 
 
@@ -205,7 +206,8 @@ def run_job(
                 "loss_history": [m.get("loss") for m in result.history],
                 **job.extra_metadata,
             }
-            pipes.report_asset_materialization(metadata=metadata)
+            # the run hash identifies config + data snapshot + warm start: the encoder's version
+            pipes.report_asset_materialization(metadata=metadata, data_version=result.config_hash)
         else:
             pipes.log.warning(f"stopped early at step {result.step} of {result.total_steps}")
     return result

@@ -17,8 +17,9 @@ Why it is built this way:
   micro-step from `(seed, rank, step, micro-step)`, and the sampler's epoch permutation is a
   function of `(seed, epoch)`, so the random stream does not have to be replayed; the global
   torch RNG state is saved anyway. The same per-micro-step seeding lets one worker thread
-  augment the next batch while the current one trains (`prefetch`) without changing values. With `deterministic=True` and a fixed thread count, a run
-  killed and resumed ends with bit-identical weights to an uninterrupted one (tested).
+  augment the next batch while the current one trains (`prefetch`) without changing values.
+  With `deterministic=True` and a fixed thread count, a run killed and resumed ends with
+  bit-identical weights to an uninterrupted one (tested).
 - **Optimisation.** AdamW or SGD; learning rate linear warm-up then cosine decay (SimCLR,
   arXiv:2002.05709; "SGDR", Loshchilov & Hutter, arXiv:1608.03983); weight decay only on weights
   of linear / conv layers, not on biases, normalisation parameters or tokens (as DINO, MAE and
@@ -31,12 +32,14 @@ Why it is built this way:
   objectives (which call the backbone several times) within DDP's contract. Teachers are
   built (deep-copied) before wrapping and have `requires_grad=False`, so DDP neither reduces
   nor needs them; they stay identical across ranks because every rank applies the same EMA to
-  identical (all-reduced) student weights. `broadcast_buffers=False`: the MoCo queue and DINO
-  centre are kept in sync by the objectives' own collectives.
+  identical (all-reduced) student weights. Buffers are synced once at wrapping, not broadcast
+  at every forward: the MoCo queue and DINO centre are kept in sync by the objectives' own
+  collectives, and BatchNorm statistics are saved from rank 0.
 - **Monitoring.** At the end of every epoch: mean loss (averaged over ranks), images/s, the
   objective's logs, collapse indicators (std of L2-normalised embeddings, RankMe effective
-  rank) and, when the val split has labels, a 2-fold weighted-kNN accuracy on a fixed subset
-  of it, computed on rank 0 with the encoder in eval mode, and handed to `on_epoch`.
+  rank) on a fixed subset of the val split (of train without one) and, when val has labels,
+  a 2-fold weighted-kNN accuracy on it, computed on rank 0 with the encoder in eval mode, and
+  handed to `on_epoch`.
 """
 
 from __future__ import annotations
@@ -73,11 +76,11 @@ from ssl_assets.ml.data import (
     EpochSampler,
     ImageSet,
     Part,
-    data_fingerprint,
     fixed_subset,
     load_images,
     stable_seed,
 )
+from ssl_assets.ml.data import data_fingerprint as fingerprint_parts
 from ssl_assets.ml.monitor import collapse_metrics, knn_accuracy
 from ssl_assets.ml.objectives import Objective, ObjectiveOutput, build_objective
 
@@ -328,8 +331,8 @@ class SSLModel(nn.Module):
         self.__dict__["encoder_fn"] = None
 
     def forward(self, views: Sequence[Tensor], step: int = 0) -> ObjectiveOutput:
-        encoder = self.__dict__["encoder_fn"] or self.backbone
-        return self.objective(views, encoder, step)
+        compiled = self.__dict__["encoder_fn"]  # not `or`: a compiled module has no __bool__
+        return self.objective(views, self.backbone if compiled is None else compiled, step)
 
     def compile_backbone(self, **kwargs: Any) -> None:
         """Route the objective's backbone calls through `torch.compile(backbone)`."""
@@ -598,7 +601,7 @@ def _fingerprint(data: Sequence[Part] | ImageSet) -> str:
         if data.labels is not None:
             h.update(data.labels.cpu().numpy().tobytes())
         return h.hexdigest()[:16]
-    return data_fingerprint(data)
+    return fingerprint_parts(data)
 
 
 @torch.no_grad()
