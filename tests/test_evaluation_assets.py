@@ -158,3 +158,37 @@ def test_load_and_predict_api_matches_the_evaluation(trained):
     evaluated = [meta["class_names"][i] for i in predict_labels(classifier, arrays)]
     api = load_model(champion["path"]).predict(files)
     assert api == evaluated
+
+
+def test_two_process_torchrun_training_reports_to_dagster_once(trained):
+    """ssl_encoder under torchrun (2 gloo ranks) through Pipes: one materialization, one epoch
+    report per epoch (rank 0 only), and both ranks end with identical weights."""
+    _, store, resources, instance = trained
+    result = materialize(
+        _assets("ssl_encoder"),
+        instance=instance,
+        resources=resources,
+        run_config={
+            "ops": {
+                "ssl_encoder": {
+                    "config": {
+                        "epochs": 2,
+                        "batch_size": 64,
+                        "processes": 2,
+                        "backbone_json": json.dumps({"norm": "group"}),
+                        "warm_start_from_champion": False,
+                    }
+                }
+            },
+            **QUIET,
+        },
+        raise_on_error=False,
+    )
+    # (two short epochs of a GroupNorm encoder may or may not pass the collapse floor; this
+    # test is about how the run reports, the collapse check has tests of its own)
+    events = result.asset_materializations_for_node("ssl_encoder")
+    assert len(events) == 1
+    metadata = events[0].metadata
+    assert metadata["processes"].value == 2
+    assert metadata["epoch_reports"].value == 2  # two epochs, reported by rank 0 only
+    assert metadata["world_size"].value == 2

@@ -238,7 +238,13 @@ def ssl_encoder(
         backbone=config.backbone,
         backbone_kwargs=json.loads(config.backbone_json),
         epochs=config.epochs,
-        batch_size=min(config.batch_size, n_train),
+        # a global batch no larger than the data, divisible by ranks x accumulation steps
+        batch_size=max(
+            config.processes * config.accumulate,
+            min(config.batch_size, n_train)
+            // (config.processes * config.accumulate)
+            * (config.processes * config.accumulate),
+        ),
         lr=config.lr,
         weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs,
@@ -249,7 +255,11 @@ def ssl_encoder(
         seed=config.seed,
         checkpoint_every=config.checkpoint_every,
     )
-    run_hash = config_hash(cfg, fingerprint, warm_start=warm[1] if warm else None)
+    # The world size changes how batches are split (and BatchNorm statistics), so a checkpoint
+    # only resumes under the same number of processes.
+    run_hash = config_hash(
+        cfg, f"{fingerprint}|world={config.processes}", warm_start=warm[1] if warm else None
+    )
     model_id = f"enc-{run_hash}"
     checkpoint_dir = lake.path("checkpoints", run_hash)
     output_dir = lake.path("models", model_id)
@@ -278,6 +288,9 @@ def ssl_encoder(
         command=_launch_command(config.processes, job_path), context=context
     )
     reported = invocation.get_materialize_result()
+    epoch_reports = [
+        m for m in invocation.get_custom_messages() if (m or {}).get("kind") == "epoch_metrics"
+    ]
     meta_path = output_dir / "encoder.json"
     if not meta_path.is_file():
         raise Failure(f"training finished without writing {meta_path}")
@@ -321,7 +334,7 @@ def ssl_encoder(
                         "model_id": model_id,
                         "kind": "encoder",
                         "path": str(weights),
-                        "content_hash": encoder_meta.get("model_sha256")
+                        "content_hash": encoder_meta.get("weights_sha256")
                         or hashlib.sha256(weights.read_bytes()).hexdigest(),
                         "config": json.dumps(cfg.to_dict()),
                         "metrics": json.dumps(metrics, default=str),
@@ -343,6 +356,7 @@ def ssl_encoder(
             "backbone": config.backbone,
             "train_images": n_train,
             "processes": config.processes,
+            "epoch_reports": len(epoch_reports),
             "weights": str(weights),
             "lineage": MetadataValue.json(lineage),
             "curves": MetadataValue.md(markdown_image(curves, "training curves"))
