@@ -20,6 +20,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 
 LAKE_ENV = "SSL_LAKE"
+METADATA_ENV = "SSL_METADATA"
 DEFAULT_LAKE = "lake"
 READY_MARKER = "_READY"
 _BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -54,13 +55,19 @@ def resolve_inside(root: Path, relative: str | os.PathLike[str]) -> Path:
 
 
 class LakeResource(ConfigurableResource):
-    """Paths in the lake. `root` defaults to `$SSL_LAKE` or `./lake`."""
+    """Paths in the lake. `root` defaults to `$SSL_LAKE` or `./lake`.
+
+    `metadata_file` (default `$SSL_METADATA`, else `<root>/metadata.duckdb`) lets the DuckDB
+    file live on a local or block volume while the root is an object-store mount: DuckDB needs
+    real file locks, which FUSE mounts of S3/GCS buckets do not give.
+    """
 
     root: str
+    metadata_file: str | None = None
 
     @classmethod
     def from_env(cls) -> LakeResource:
-        return cls(root=default_lake_root())
+        return cls(root=default_lake_root(), metadata_file=os.environ.get(METADATA_ENV) or None)
 
     @property
     def root_path(self) -> Path:
@@ -72,6 +79,8 @@ class LakeResource(ConfigurableResource):
 
     @property
     def metadata_path(self) -> Path:
+        if self.metadata_file:
+            return Path(self.metadata_file).expanduser().resolve()
         return self.root_path / "metadata.duckdb"
 
     def path(self, *parts: str) -> Path:

@@ -89,3 +89,36 @@ def test_pipes_k8s_pod_spec_builds_a_valid_kubernetes_pod():
             base_pod_meta=None,
             base_pod_spec={**spec["base_pod_spec"], "restartPolicyy": "Never"},
         )
+
+
+def test_object_storage_lake_volumes_are_valid_kubernetes_objects():
+    from dagster_k8s.models import k8s_model_from_dict
+    from kubernetes.client import V1PersistentVolume, V1PersistentVolumeClaim
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "lake-s3.yaml").read_text()))
+    models = {
+        "PersistentVolume": V1PersistentVolume,
+        "PersistentVolumeClaim": V1PersistentVolumeClaim,
+    }
+    from dagster_k8s.models import k8s_snake_case_dict
+
+    built = [
+        k8s_model_from_dict(models[d["kind"]], k8s_snake_case_dict(models[d["kind"]], d))
+        for d in docs
+    ]
+    pv, pvc = built
+    assert pv.spec.csi.driver == "s3.csi.aws.com"
+    launcher = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())["run_launcher"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in launcher["config"]["volumes"]}
+    assert pvc.metadata.name in claims  # the run pods mount this claim as the lake
+    assert "SSL_METADATA=/metadata/metadata.duckdb" in launcher["config"]["env_vars"]
+
+
+def test_metadata_file_can_live_outside_an_object_store_lake(tmp_path, monkeypatch):
+    from resources.lake import LakeResource
+
+    monkeypatch.setenv("SSL_LAKE", str(tmp_path / "bucket"))
+    monkeypatch.setenv("SSL_METADATA", str(tmp_path / "block" / "metadata.duckdb"))
+    lake = LakeResource.from_env()
+    assert lake.metadata_path == tmp_path / "block" / "metadata.duckdb"
+    assert lake.landing_dir == tmp_path / "bucket" / "landing"
