@@ -192,3 +192,43 @@ def test_two_process_torchrun_training_reports_to_dagster_once(trained):
     assert metadata["processes"].value == 2
     assert metadata["epoch_reports"].value == 2  # two epochs, reported by rank 0 only
     assert metadata["world_size"].value == 2
+
+
+def test_curation_can_pin_a_named_encoder_for_the_semantic_tier(trained):
+    """Curation's semantic tier may use an encoder named in config instead of the fixed cheap
+    embedding; the name is recorded with every group, and nothing about training changes it."""
+    from PIL import Image
+
+    from ssl_assets.assets.curate import duplicates
+
+    lake, store, resources, instance = trained
+    encoder_id = store.query(
+        "SELECT model_id FROM models WHERE kind = 'encoder' ORDER BY created_at LIMIT 1"
+    )["model_id"].iloc[0]
+    source = store.query("SELECT i.batch, i.rel_path FROM images i ORDER BY i.rel_path LIMIT 3")
+    batch_dir = lake.landing_dir / "late"
+    batch_dir.mkdir()
+    for k, (b, p) in enumerate(zip(source["batch"], source["rel_path"], strict=True)):
+        Image.open(lake.batch_dir(b) / p).save(batch_dir / f"copy_{k}.bmp")  # same pixels
+    (batch_dir / "_READY").write_text("")
+    instance.add_dynamic_partitions("batches", ["late"])
+    assert (
+        defs.resolve_job_def("ingest_batch")
+        .execute_in_process(
+            partition_key="late", instance=instance, resources=resources, run_config=QUIET
+        )
+        .success
+    )
+    result = materialize(
+        [duplicates],
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"duplicates": {"config": {"embedder": encoder_id}}}, **QUIET},
+    )
+    assert result.success
+    rows = store.query(
+        "SELECT d.embedder, d.role, d.tier FROM duplicates d JOIN images i USING (image_id) "
+        "WHERE i.batch = 'late'"
+    )
+    assert len(rows) == 3 and rows["embedder"].str.startswith(f"encoder:{encoder_id}:").all()
+    assert (rows["role"] == "member").all() and (rows["tier"] == "exact").all()

@@ -246,8 +246,13 @@ def image_catalog(
 
 
 class DuplicatesConfig(Config):
-    """Deduplication thresholds (the pinned embedder is fixed: see PINNED_EMBEDDER_VERSION)."""
+    """Deduplication thresholds, and which pinned embedder the semantic tier uses."""
 
+    embedder: str = Field(
+        default="pinned",
+        description="'pinned' (the fixed cheap embedding, PINNED_EMBEDDER_VERSION) or the id of "
+        "an encoder in `models` to pin instead; recorded with every group",
+    )
     catalog_version: str = _catalog_version_field()
     near_max_distance: int = Field(
         default=DedupConfig.near_max_distance, description="max Hamming distance of 64-bit pHashes"
@@ -258,6 +263,37 @@ class DuplicatesConfig(Config):
     )
     semantic_clusters: int = Field(default=0, description="k-means clusters; 0 = ~1 per 1,000")
     seed: int = 0
+
+
+def semantic_embedder(lake: LakeResource, name: str):
+    """(embed(catalog rows) -> unit vectors, recorded name) for the semantic tier.
+
+    `pinned` reads the embeddings computed once at cataloging. An encoder id pins that trained
+    encoder instead: a fixed, named model, so groups still never move when training produces a
+    new one (and the graph keeps no edge from training back to curation)."""
+    if name == "pinned":
+
+        def pinned(rows: pd.DataFrame) -> np.ndarray:
+            if rows.empty:
+                return np.zeros((0, 160), np.float32)
+            return load_rows(lake, rows, ".pinned.npy")
+
+        return pinned, PINNED_EMBEDDER_VERSION
+    from ssl_assets.ml.encoder_io import load_encoder
+    from ssl_assets.ml.evaluate.features import embed_images
+
+    model_dir = lake.path("models", name)
+    if not (model_dir / "encoder.json").is_file():
+        raise Failure(f"embedder {name!r} is neither 'pinned' nor an encoder in {model_dir.parent}")
+    backbone, meta = load_encoder(model_dir)
+
+    def encoder(rows: pd.DataFrame) -> np.ndarray:
+        if rows.empty:
+            return np.zeros((0, int(meta["out_dim"])), np.float32)
+        features = embed_images(backbone, load_rows(lake, rows), meta["preprocessing"])
+        return features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+
+    return encoder, f"encoder:{name}:{meta.get('weights_sha256', '')[:12]}"
 
 
 def _group_sheet(
@@ -318,8 +354,8 @@ def duplicates(
         seed=config.seed,
     )
     started = time.perf_counter()
-    new_emb = load_rows(lake, new, ".pinned.npy") if len(new) else np.zeros((0, 160), np.float32)
-    old_emb = load_rows(lake, old, ".pinned.npy") if len(old) else np.zeros((0, 160), np.float32)
+    embed, embedder = semantic_embedder(lake, config.embedder)
+    new_emb, old_emb = embed(new), embed(old)
     edges = find_edges(new, new_emb, old, old_emb, cfg) if len(new) else pd.DataFrame()
     groups = (
         assign_groups(new["image_id"].tolist(), old, edges, unmerged)
@@ -332,7 +368,7 @@ def duplicates(
         next_seq = int(done["seq"].max()) + 1 if len(done) else 0
         rows = groups.assign(
             seq=np.arange(next_seq, next_seq + len(groups)),
-            embedder=PINNED_EMBEDDER_VERSION,
+            embedder=embedder,
             run_id=run_id,
             recorded_at=now,
         )
@@ -369,7 +405,7 @@ def duplicates(
             "new_groups": int((groups["role"] == "representative").sum()),
             "near_max_distance": config.near_max_distance,
             "semantic_threshold": config.semantic_threshold,
-            "pinned_embedder": PINNED_EMBEDDER_VERSION,
+            "embedder": embedder,
             "seconds": round(seconds, 3),
             "sample_groups": MetadataValue.md(
                 markdown_image(sheet, "duplicate groups") if sheet else "no duplicates found"
