@@ -191,7 +191,7 @@ class MetadataStore(ConfigurableResource):
         if df.empty:
             return 0
         with self.transaction() as con:
-            self._insert(con, table, df)
+            self.insert(con, table, df)
         return len(df)
 
     def replace_where(self, table: str, column: str, value: Any, df: pd.DataFrame) -> int:
@@ -201,11 +201,13 @@ class MetadataStore(ConfigurableResource):
             raise ValueError(f"bad column name {column!r}")
         with self.transaction() as con:
             con.execute(f"DELETE FROM {table} WHERE {column} = ?", [value])  # noqa: S608
-            self._insert(con, table, df)
+            self.insert(con, table, df)
         return len(df)
 
     @staticmethod
-    def _insert(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> None:
+    def insert(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> None:
+        """Insert `df` into a schema table on an open connection (inside `transaction()`),
+        matching columns by name."""
         _check_table(table)
         if df.empty:
             return
@@ -336,7 +338,7 @@ class MetadataStore(ConfigurableResource):
                 ("ingest_rejects", rejects, "recorded_at"),
             ):
                 con.execute(f"DELETE FROM {table} WHERE batch = ?", [batch])  # noqa: S608
-                self._insert(con, table, df.assign(batch=batch, **stamp, **{time_col: now}))
+                self.insert(con, table, df.assign(batch=batch, **stamp, **{time_col: now}))
             if not labels.empty:
                 # Labels are append-only: re-ingesting a batch adds only labels not seen before
                 # from this batch, so "latest wins" keeps its meaning.

@@ -54,22 +54,15 @@ def set_champion(
             "UPDATE models SET status = 'champion', reason = ? WHERE model_id IN (?, ?)",
             [f"champion since {utcnow():%Y-%m-%d %H:%M} ({decided_by})", model_id, encoder or ""],
         )
-        metadata._insert(
+        record_decision(
             con,
-            "promotions",
-            pd.DataFrame(
-                [
-                    {
-                        "challenger_id": model_id,
-                        "champion_id": previous["model_id"].iloc[0] if len(previous) else None,
-                        "promoted": True,
-                        "reasons": json.dumps(reasons),
-                        "decided_by": decided_by,
-                        "run_id": run_id,
-                        "decided_at": utcnow(),
-                    }
-                ]
-            ),
+            metadata,
+            challenger_id=model_id,
+            champion_id=previous["model_id"].iloc[0] if len(previous) else None,
+            promoted=True,
+            reasons=reasons,
+            decided_by=decided_by,
+            run_id=run_id,
         )
     return previous["model_id"].iloc[0] if len(previous) else None
 
@@ -101,3 +94,67 @@ def train_snapshot(metadata: MetadataStore) -> str:
         "SELECT image_id FROM curated_images WHERE include AND split = 'train' ORDER BY image_id"
     )["image_id"]
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def register_model(
+    metadata: MetadataStore,
+    *,
+    model_id: str,
+    kind: str,
+    path: str,
+    content_hash: str | None,
+    config: dict,
+    metrics: dict,
+    lineage: dict,
+    status: str,
+    reason: str,
+    run_id: str | None,
+) -> None:
+    """Add (or replace, when re-materialized) one model in the registry."""
+    row = {
+        "model_id": model_id,
+        "kind": kind,
+        "path": path,
+        "content_hash": content_hash,
+        "config": json.dumps(config, default=str),
+        "metrics": json.dumps(metrics, default=str),
+        "lineage": json.dumps(lineage, default=str),
+        "status": status,
+        "reason": reason,
+        "run_id": run_id,
+        "created_at": utcnow(),
+    }
+    with metadata.transaction() as con:
+        con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
+        metadata.insert(con, "models", pd.DataFrame([row]))
+
+
+def record_decision(
+    con,
+    metadata: MetadataStore,
+    *,
+    challenger_id: str,
+    champion_id: str | None,
+    promoted: bool,
+    reasons: list[str],
+    decided_by: str,
+    run_id: str | None,
+) -> None:
+    """One row of `promotions`, on an open transaction."""
+    metadata.insert(
+        con,
+        "promotions",
+        pd.DataFrame(
+            [
+                {
+                    "challenger_id": challenger_id,
+                    "champion_id": champion_id,
+                    "promoted": promoted,
+                    "reasons": json.dumps(reasons),
+                    "decided_by": decided_by,
+                    "run_id": run_id,
+                    "decided_at": utcnow(),
+                }
+            ]
+        ),
+    )

@@ -128,7 +128,7 @@ def _record_run(
         "embedder": embedder,
         "recorded_at": utcnow(),
     }
-    metadata._insert(con, "audit_runs", pd.DataFrame([row]))
+    metadata.insert(con, "audit_runs", pd.DataFrame([row]))
 
 
 def audit_gate(
@@ -290,8 +290,8 @@ def diversity_audit(
     ).drop(columns="medoid")
     with metadata.transaction() as con:
         con.execute("DELETE FROM diversity_scores")
-        metadata._insert(con, "diversity_scores", scores)
-        metadata._insert(con, "diversity_clusters", clusters)
+        metadata.insert(con, "diversity_scores", scores)
+        metadata.insert(con, "diversity_clusters", clusters)
         _record_run(
             metadata,
             con,
@@ -530,10 +530,10 @@ def bias_audit(
     ]
     with metadata.transaction() as con:
         if report.attributes:
-            metadata._insert(con, "bias_groups", report.shares.assign(**stamp))
-            metadata._insert(con, "bias_drift", report.drift[drift_columns].assign(**stamp))
-            metadata._insert(con, "bias_group_stats", report.stats.assign(**stamp))
-            metadata._insert(con, "bias_shortcuts", report.probes[probe_columns].assign(**stamp))
+            metadata.insert(con, "bias_groups", report.shares.assign(**stamp))
+            metadata.insert(con, "bias_drift", report.drift[drift_columns].assign(**stamp))
+            metadata.insert(con, "bias_group_stats", report.stats.assign(**stamp))
+            metadata.insert(con, "bias_shortcuts", report.probes[probe_columns].assign(**stamp))
         _record_run(
             metadata,
             con,
@@ -693,7 +693,7 @@ def labeling_candidates(
         recorded_at=now,
     )
     with metadata.transaction() as con:
-        metadata._insert(con, "labeling_candidates", rows)
+        metadata.insert(con, "labeling_candidates", rows)
         _record_run(
             metadata,
             con,

@@ -205,7 +205,7 @@ def image_catalog(
                 f"DELETE FROM {table} WHERE batch = ? AND version = ?",  # noqa: S608
                 [batch, spec.version],
             )
-            metadata._insert(con, table, df)
+            metadata.insert(con, table, df)
     metadata.record_metrics(
         "image_catalog",
         batch,
@@ -386,8 +386,8 @@ def duplicates(
             }
         )
         with metadata.transaction() as con:
-            metadata._insert(con, "duplicates", rows)
-            metadata._insert(con, "duplicate_pairs", pairs)
+            metadata.insert(con, "duplicates", rows)
+            metadata.insert(con, "duplicate_pairs", pairs)
     members = groups[groups["role"] == "member"]
     per_tier = {t: int((members["tier"] == t).sum()) for t in ("exact", "near", "semantic")}
     metadata.record_metrics(
@@ -498,7 +498,7 @@ def quality_issues(
     table = table.assign(run_id=run_id, recorded_at=utcnow()) if len(table) else table
     with metadata.transaction() as con:
         con.execute("DELETE FROM quality_issues")
-        metadata._insert(con, "quality_issues", table)
+        metadata.insert(con, "quality_issues", table)
     per_issue = {i: int((table["issue"] == i).sum()) if len(table) else 0 for i in ISSUES}
     metadata.record_metrics(
         "quality_issues", None, run_id, {f"flagged_{k}": v for k, v in per_issue.items()}
@@ -663,7 +663,7 @@ def curated_images(
     curated = decide(images, flags, overrides, admitted)
     with metadata.transaction() as con:
         con.execute("DELETE FROM curated_images")
-        metadata._insert(con, "curated_images", curated.assign(run_id=run_id, updated_at=utcnow()))
+        metadata.insert(con, "curated_images", curated.assign(run_id=run_id, updated_at=utcnow()))
 
     stored = metadata.query("SELECT * FROM curated_images")
     excluded = stored[~stored["include"]]

@@ -35,7 +35,12 @@ from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.data.canonical import CanonicalSpec
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
 from ssl_assets.profiles import get_profile
-from ssl_assets.registry import current_champion, set_champion
+from ssl_assets.registry import (
+    current_champion,
+    record_decision,
+    register_model,
+    set_champion,
+)
 
 PROFILE = get_profile()
 SPLITS = ("train", "val", "test")
@@ -430,33 +435,19 @@ def finetuned_model(
         metrics=report,
         info={"encoder": encoder["model_id"], "finetune": cfg.describe()},
     )
-    with metadata.transaction() as con:
-        con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
-        metadata._insert(
-            con,
-            "models",
-            pd.DataFrame(
-                [
-                    {
-                        "model_id": model_id,
-                        "kind": "finetuned",
-                        "path": str(out_dir),
-                        "content_hash": json.loads((out_dir / "model.json").read_text()).get(
-                            "weights_sha256"
-                        ),
-                        "config": json.dumps(cfg.describe()),
-                        "metrics": json.dumps(report, default=str),
-                        "lineage": json.dumps(
-                            {"encoder": encoder["model_id"], "run_id": context.run.run_id}
-                        ),
-                        "status": "candidate",
-                        "reason": "awaiting champion comparison",
-                        "run_id": context.run.run_id,
-                        "created_at": utcnow(),
-                    }
-                ]
-            ),
-        )
+    register_model(
+        metadata,
+        model_id=model_id,
+        kind="finetuned",
+        path=str(out_dir),
+        content_hash=json.loads((out_dir / "model.json").read_text()).get("weights_sha256"),
+        config=cfg.describe(),
+        metrics=report,
+        lineage={"encoder": encoder["model_id"], "run_id": context.run.run_id},
+        status="candidate",
+        reason="awaiting champion comparison",
+        run_id=context.run.run_id,
+    )
     metadata.record_metrics(
         "finetuned_model",
         model_id,
@@ -620,24 +611,15 @@ def champion_model(
                 "UPDATE models SET status = 'rejected', reason = ? WHERE model_id = ?",
                 [reasons[0], challenger_id],
             )
-            metadata._insert(
+            record_decision(
                 con,
-                "promotions",
-                pd.DataFrame(
-                    [
-                        {
-                            "challenger_id": challenger_id,
-                            "champion_id": champion_row["model_id"]
-                            if champion_row is not None
-                            else None,
-                            "promoted": False,
-                            "reasons": json.dumps(reasons),
-                            "decided_by": "pipeline",
-                            "run_id": run_id,
-                            "decided_at": utcnow(),
-                        }
-                    ]
-                ),
+                metadata,
+                challenger_id=challenger_id,
+                champion_id=champion_row["model_id"] if champion_row is not None else None,
+                promoted=False,
+                reasons=reasons,
+                decided_by="pipeline",
+                run_id=run_id,
             )
     if boot is not None:
         metadata.execute(

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -32,12 +31,13 @@ from pydantic import Field
 from quality import thresholds
 from quality.gates import floors_gate
 from resources.lake import LakeResource
-from resources.metadata import MetadataStore, utcnow
+from resources.metadata import MetadataStore
 from ssl_assets.assets.audit import bias_audit, diversity_audit
 from ssl_assets.assets.curate import DEFAULT_SPEC, curated_images
 from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.partitions import OWNERS
 from ssl_assets.profiles import get_profile
+from ssl_assets.registry import register_model
 
 PROFILE = get_profile()
 
@@ -323,30 +323,20 @@ def ssl_encoder(
         "run_id": context.run.run_id,
     }
     metrics = {k: v for k, v in final.items() if isinstance(v, int | float | str)}
-    with metadata.transaction() as con:
-        con.execute("DELETE FROM models WHERE model_id = ?", [model_id])
-        metadata._insert(
-            con,
-            "models",
-            pd.DataFrame(
-                [
-                    {
-                        "model_id": model_id,
-                        "kind": "encoder",
-                        "path": str(weights),
-                        "content_hash": encoder_meta.get("weights_sha256")
-                        or hashlib.sha256(weights.read_bytes()).hexdigest(),
-                        "config": json.dumps(cfg.to_dict()),
-                        "metrics": json.dumps(metrics, default=str),
-                        "lineage": json.dumps(lineage),
-                        "status": "rejected" if collapsed else "candidate",
-                        "reason": "collapsed" if collapsed else "passed the collapse check",
-                        "run_id": context.run.run_id,
-                        "created_at": utcnow(),
-                    }
-                ]
-            ),
-        )
+    register_model(
+        metadata,
+        model_id=model_id,
+        kind="encoder",
+        path=str(weights),
+        content_hash=encoder_meta.get("weights_sha256")
+        or hashlib.sha256(weights.read_bytes()).hexdigest(),
+        config=cfg.to_dict(),
+        metrics=metrics,
+        lineage=lineage,
+        status="rejected" if collapsed else "candidate",
+        reason="collapsed" if collapsed else "passed the collapse check",
+        run_id=context.run.run_id,
+    )
     curves = _curves_png(history)
     yield MaterializeResult(
         metadata={
