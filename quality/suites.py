@@ -91,3 +91,17 @@ def probes_suite(methods: list[str]) -> list[Any]:
         gxe.ExpectColumnValuesToBeBetween(column="n_labels", min_value=1),
         gxe.ExpectColumnDistinctValuesToContainSet(column="method", value_set=methods),
     ]
+
+
+def model_metrics_suite() -> list[Any]:
+    """A fine-tuned model's metrics (long form: metric, value): every accuracy, ECE and
+    robustness figure is a finite probability, and the headline ones are present."""
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="metric"),
+        gxe.ExpectColumnValuesToNotBeNull(column="value"),
+        gxe.ExpectColumnValuesToBeUnique(column="metric"),
+        gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnDistinctValuesToContainSet(column="metric", value_set=["accuracy", "ece"]),
+    ]

@@ -26,7 +26,7 @@ from dagster import (
 from pydantic import Field
 
 from quality.gates import suite_gate
-from quality.suites import probes_suite
+from quality.suites import model_metrics_suite, probes_suite
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
 from ssl_assets.assets.curate import DEFAULT_SPEC, load_rows
@@ -350,19 +350,42 @@ class FinetuneAssetConfig(Config):
     seed: int = 0
 
 
+def flat_metrics(report: dict, prefix: str = "") -> pd.DataFrame:
+    """The numeric leaves of an evaluation report that are probabilities (accuracies, ECE),
+    long form, for the metrics suite."""
+    rows = []
+    for key, value in report.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.append(flat_metrics(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if "accuracy" in name or name.endswith("ece") or name.startswith("robustness."):
+                rows.append(pd.DataFrame([{"metric": name, "value": float(value)}]))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["metric", "value"])
+
+
 @asset(
     deps=[ssl_encoder],
     group_name="evaluation",
     pool=METADATA_WRITER_POOL,
-    kinds={"pytorch", "duckdb"},
+    kinds={"pytorch", "duckdb", "great-expectations"},
     owners=OWNERS,
+    check_specs=[
+        AssetCheckSpec(
+            "finetune_metrics_suite",
+            asset="finetuned_model",
+            blocking=True,
+            description="GX suite on the model's metrics: accuracies, ECE and robustness are "
+            "probabilities, the headline metrics are present.",
+        )
+    ],
 )
 def finetuned_model(
     context: AssetExecutionContext,
     config: FinetuneAssetConfig,
     lake: LakeResource,
     metadata: MetadataStore,
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     """The newest encoder fine-tuned with a linear head on the labeled train split (early
     stopping on val; full, partial or LoRA), with test accuracy, per-class and per-subgroup
     accuracy, calibration (ECE) and robustness to noise, blur and brightness."""
@@ -455,7 +478,7 @@ def finetuned_model(
         {k: float(v) for k, v in headline.items() if isinstance(v, int | float)},
     )
     robustness = report.get("robustness") or {}
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
             "model_id": model_id,
             "encoder": encoder["model_id"],
@@ -468,6 +491,16 @@ def finetuned_model(
             "training": MetadataValue.json(result.log.summary()),
             "path": str(out_dir),
         }
+    )
+    yield suite_gate(
+        metadata,
+        flat_metrics(report),
+        asset="finetuned_model",
+        check_name="finetune_metrics_suite",
+        suite_name="model_metrics",
+        expectations=model_metrics_suite(),
+        partition=model_id,
+        run_id=context.run.run_id,
     )
 
 
