@@ -316,7 +316,22 @@ def _group_sheet(
     pool=METADATA_WRITER_POOL,
     kinds={"python", "numpy", "duckdb"},
     owners=OWNERS,
-    metadata={"dagster/table_name": "duplicates"},
+    metadata={
+        "dagster/table_name": "duplicates",
+        "dagster/column_schema": TableSchema(
+            columns=[
+                TableColumn("seq", "int", description="curation order"),
+                TableColumn("image_id", "string"),
+                TableColumn("group_id", "string", description="the kept representative's id"),
+                TableColumn("role", "string", description="representative | member"),
+                TableColumn("tier", "string", description="exact | near | semantic"),
+                TableColumn("matched_id", "string", description="the image it matched"),
+                TableColumn("score", "float", description="Hamming distance or cosine"),
+                TableColumn("linked_groups", "string", description="earlier groups touched"),
+                TableColumn("embedder", "string", description="semantic tier's embedder"),
+            ]
+        ),
+    },
 )
 def duplicates(
     context: AssetExecutionContext,
@@ -440,7 +455,19 @@ class QualityIssuesConfig(Config):
     pool=METADATA_WRITER_POOL,
     kinds={"python", "numpy", "duckdb"},
     owners=OWNERS,
-    metadata={"dagster/table_name": "quality_issues"},
+    metadata={
+        "dagster/table_name": "quality_issues",
+        "dagster/column_schema": TableSchema(
+            columns=[
+                TableColumn("image_id", "string"),
+                TableColumn("batch", "string"),
+                TableColumn("issue", "string", description="dark, light, blurry, ..."),
+                TableColumn("score", "float", description="low means more of the issue"),
+                TableColumn("threshold", "float", description="flagged when score < threshold"),
+                TableColumn("excludes", "bool", description="exclude, or only annotate"),
+            ]
+        ),
+    },
 )
 def quality_issues(
     context: AssetExecutionContext,

@@ -21,6 +21,8 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableSchema,
     asset,
 )
 from pydantic import Field
@@ -213,7 +215,21 @@ class ProbesConfig(Config):
     pool=METADATA_WRITER_POOL,
     kinds={"pytorch", "scikitlearn", "duckdb"},
     owners=OWNERS,
-    metadata={"dagster/table_name": "probes"},
+    metadata={
+        "dagster/table_name": "probes",
+        "dagster/column_schema": TableSchema(
+            columns=[
+                TableColumn("model_id", "string", description="the SSL encoder evaluated"),
+                TableColumn("budget", "string", description="fraction of labels, k per class"),
+                TableColumn("n_labels", "int"),
+                TableColumn("method", "string", description="ssl|random|scratch / probe"),
+                TableColumn("seed", "int", description="label draw"),
+                TableColumn("accuracy", "float", description="test accuracy"),
+                TableColumn("val_accuracy", "float", description="used for model choice"),
+                TableColumn("train_seconds", "float"),
+            ]
+        ),
+    },
     check_specs=[
         AssetCheckSpec(
             "probes_suite",
