@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,29 +33,37 @@ def build_batch_catalog(
 ) -> BatchCatalog:
     """Decode the manifest's ok rows (image_id, rel_path, content_hash) of one batch."""
     batch_dir = batch_dir.resolve()
-    r = spec.resolution
-    arrays = np.empty((len(ok_rows), r, r, 3), dtype=np.uint8)
-    index, failures = [], []
-    for row in ok_rows.itertuples(index=False):
+
+    def decode(row) -> tuple[np.ndarray, str, int, int] | tuple[None, str, str]:
         path = (batch_dir / row.rel_path).resolve()
         if not path.is_relative_to(batch_dir) or path.is_symlink():
-            failures.append((row.image_id, "outside_batch", str(path)))
-            continue
+            return None, "outside_batch", str(path)
         try:
             data = path.read_bytes()
         except OSError as exc:
-            failures.append((row.image_id, "unreadable", str(exc)))
-            continue
+            return None, "unreadable", str(exc)
         if hashlib.sha256(data).hexdigest() != row.content_hash:
-            failures.append((row.image_id, "changed_since_ingest", "bytes differ from manifest"))
-            continue
+            return None, "changed_since_ingest", "bytes differ from manifest"
         try:
             rgb = decode_rgb(data)
         except Exception as exc:  # a decoder failure must become a row, not crash the batch
-            failures.append((row.image_id, "decode_failed", f"{type(exc).__name__}: {exc}"))
+            return None, "decode_failed", f"{type(exc).__name__}: {exc}"
+        return canonicalise(rgb, spec), pixel_hash(rgb), rgb.shape[1], rgb.shape[0]
+
+    rows = list(ok_rows.itertuples(index=False))
+    # Decoding and hashing release the GIL: threads use every core; results keep row order.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(decode, rows, chunksize=64))
+    r = spec.resolution
+    arrays = np.empty((len(rows), r, r, 3), dtype=np.uint8)
+    index, failures = [], []
+    for row, result in zip(rows, results, strict=True):
+        if result[0] is None:
+            failures.append((row.image_id, result[1], result[2]))
             continue
-        arrays[len(index)] = canonicalise(rgb, spec)
-        index.append((row.image_id, len(index), pixel_hash(rgb), rgb.shape[1], rgb.shape[0]))
+        pixels, digest, width, height = result
+        arrays[len(index)] = pixels
+        index.append((row.image_id, len(index), digest, width, height))
     return BatchCatalog(
         arrays=arrays[: len(index)],
         index=pd.DataFrame(
