@@ -105,6 +105,7 @@ def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
         "labeling_candidates",
         "ssl_encoder",
         "probes",
+        "finetuned_model",
         "champion_model",
     }
     assert all(a == b for a, b in (v.split("/") for v in gates.values())), gates
