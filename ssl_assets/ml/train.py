@@ -129,7 +129,9 @@ class TrainConfig:
     SimCLR's for a hybrid); `augment` holds its keyword overrides. `image_size` defaults to the
     backbone's `preprocessing["input_size"]`. `num_threads=0` keeps torch's default.
     `prefetch` augments the next micro-batch in a worker thread while the current one trains
-    (same values either way). `deterministic` sets process-wide torch flags
+    (same values either way) when that thread has a core to itself: on CUDA, or when torch's
+    intra-op threads leave a CPU core spare (measured on 2 cores: with 1 torch thread prefetch
+    lifts the loop from 0.82 to 0.98 of the bare step; with 2 it costs 10 %). `deterministic` sets process-wide torch flags
     (`use_deterministic_algorithms`), meant for a dedicated training process.
     """
 
@@ -916,7 +918,8 @@ def train(
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         return views
 
-    source = _ViewSource(plan(), make_views, prefetch=cfg.prefetch)
+    spare_core = device.type == "cuda" or torch.get_num_threads() < (os.cpu_count() or 1)
+    source = _ViewSource(plan(), make_views, prefetch=cfg.prefetch and spare_core)
     model.train()
     try:
         while state.step < end_step:
