@@ -297,16 +297,22 @@ def semantic_embedder(lake: LakeResource, name: str):
 
 
 def _group_sheet(
-    groups: pd.DataFrame, catalog: pd.DataFrame, pixels: np.ndarray, limit: int = 6
+    groups: pd.DataFrame, catalog: pd.DataFrame, lake: LakeResource, limit: int = 6
 ) -> bytes:
-    pos = {image_id: k for k, image_id in enumerate(catalog["image_id"])}
-    rows = []
+    """A few groups per tier, kept image first; reads only the pixels it shows."""
     members = groups[groups["role"] == "member"]
+    picked: list[tuple[str, list[str]]] = []
     for tier in ("exact", "near", "semantic"):
         for group_id, part in list(members[members["tier"] == tier].groupby("group_id"))[:2]:
-            ids = [group_id, *part["image_id"].tolist()][:limit]
-            images = [pixels[pos[i]] for i in ids if i in pos]
-            rows.append((f"{tier}: kept first, then excluded copies", images))
+            picked.append((tier, [group_id, *part["image_id"].tolist()][:limit]))
+    wanted = {i for _, ids in picked for i in ids}
+    shown = catalog[catalog["image_id"].isin(wanted)].reset_index(drop=True)
+    pixels = load_rows(lake, shown) if len(shown) else np.empty((0,))
+    pos = {image_id: k for k, image_id in enumerate(shown["image_id"])}
+    rows = [
+        (f"{tier}: kept first, then excluded copies", [pixels[pos[i]] for i in ids if i in pos])
+        for tier, ids in picked
+    ]
     return grid_png(rows or [("no duplicate groups", [])])
 
 
@@ -411,7 +417,7 @@ def duplicates(
         run_id,
         {"new_images": len(new), "old_images": len(old), "seconds": seconds, **per_tier},
     )
-    sheet = _group_sheet(groups, new, load_rows(lake, new)) if len(members) else None
+    sheet = _group_sheet(groups, catalog, lake) if len(members) else None
     return MaterializeResult(
         metadata={
             "new_images": len(new),
