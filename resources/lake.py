@@ -3,6 +3,7 @@
 Layout under `$SSL_LAKE` (default `./lake`):
 
     landing/<batch>/...   what users drop in; never modified, moved or deleted by the pipeline
+    staging/<version>/    canonical arrays decoded while ingesting, taken over by the catalog
     catalog/...           decoded canonical arrays (written by curation)
     models/<model_id>/    weights + config
     metadata.duckdb       the metadata store

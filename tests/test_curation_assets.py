@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 from dagster import materialize
 from PIL import Image, ImageEnhance
@@ -12,6 +13,7 @@ from PIL import Image, ImageEnhance
 from resources.lake import READY_MARKER
 from ssl_assets.assets.curate import curated_images, duplicates, image_catalog, quality_issues
 from ssl_assets.assets.ingest import raw_images
+from ssl_assets.data.catalog import BatchCatalog, save_staged_catalog, take_staged_catalog
 from ssl_assets.data.manifest import image_id_for
 from tests.factories import add_partitions, smooth_image, tree_snapshot
 
@@ -62,19 +64,83 @@ def _originals(seeds) -> dict[str, Image.Image]:
     return {f"a_originals/{s:02d}.png": smooth_image(s) for s in seeds}
 
 
+def _rotated_jpeg(seed: int) -> bytes:
+    """A JPEG whose EXIF says "rotate 90° clockwise to display" (orientation 6)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    smooth_image(seed).crop((0, 0, 48, 40)).save(buf, format="JPEG", quality=95, exif=exif)
+    return buf.getvalue()
+
+
+def _decode_metric(store, batch: str) -> float:
+    rows = store.query(
+        "SELECT value FROM stage_metrics WHERE asset = 'image_catalog' AND partition = ? "
+        "AND metric = 'decoded_at_ingest' ORDER BY recorded_at DESC LIMIT 1",
+        [batch],
+    )
+    return float(rows["value"].iloc[0])
+
+
 def test_catalog_decodes_once_into_memory_mapped_arrays(lake, store, instance):
     _land(lake, "cat", {**_originals(range(3)), "gray.png": smooth_image(9).convert("L")})
+    (lake.landing_dir / "cat" / "rotated.jpg").write_bytes(_rotated_jpeg(7))
     assert _ingest(lake, store, instance, "cat").success
+    # Ingestion's validating decode was the only one: image_catalog took its staged arrays over.
+    assert _decode_metric(store, "cat") == 1.0
+    assert not list((lake.root_path / "staging").rglob("*.npy"))
     catalog = store.query("SELECT * FROM image_catalog ORDER BY array_row")
-    assert len(catalog) == 4 and catalog["version"].unique().tolist() == ["r32-pad"]
+    assert len(catalog) == 5 and catalog["version"].unique().tolist() == ["r32-pad"]
     array = np.load(lake.path(catalog["array_path"].iloc[0]), mmap_mode="r")
     assert (
-        isinstance(array, np.memmap) and array.shape == (4, 32, 32, 3) and array.dtype == np.uint8
+        isinstance(array, np.memmap) and array.shape == (5, 32, 32, 3) and array.dtype == np.uint8
     )
     gray = catalog[catalog["image_id"] == image_id_for("cat", "gray.png")].iloc[0]
     pixels = array[gray["array_row"]]
     assert (pixels[..., 0] == pixels[..., 1]).all()  # grayscale became RGB, channels equal
     assert (gray["orig_width"], gray["orig_height"]) == (48, 48)
+    rotated = catalog[catalog["image_id"] == image_id_for("cat", "rotated.jpg")].iloc[0]
+    assert (rotated["orig_width"], rotated["orig_height"]) == (40, 48)  # EXIF applied
+
+    # Without a staged catalog, image_catalog decodes the files itself, to the same bytes.
+    staged_pixels = np.array(array)
+    result = materialize(
+        [image_catalog],
+        partition_key="cat",
+        instance=instance,
+        resources={"lake": lake, "metadata": store},
+    )
+    assert result.success and _decode_metric(store, "cat") == 0.0
+    again = store.query("SELECT * FROM image_catalog ORDER BY array_row")
+    columns = ["image_id", "array_row", "pixel_hash", "phash", "dhash", "orig_width", "orig_height"]
+    assert again[columns].equals(catalog[columns])
+    assert np.array_equal(np.load(lake.path(again["array_path"].iloc[0])), staged_pixels)
+
+
+def test_a_staged_catalog_is_only_used_for_the_rows_it_was_decoded_from(tmp_path):
+    ok_rows = pd.DataFrame({"image_id": ["a", "b"], "content_hash": ["h1", "h2"]})
+    catalog = BatchCatalog(
+        arrays=np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3),
+        index=pd.DataFrame(
+            {
+                "image_id": ["a", "b"],
+                "array_row": [0, 1],
+                "pixel_hash": ["p1", "p2"],
+                "orig_width": [4, 4],
+                "orig_height": [4, 4],
+            }
+        ),
+        failures=pd.DataFrame(columns=["image_id", "reason", "detail"]),
+    )
+    staged = tmp_path / "staging" / "b.npy"
+    save_staged_catalog(catalog, ["h1", "h2"], staged)
+    stale = ok_rows.assign(content_hash=["h1", "changed"])
+    assert take_staged_catalog(staged, stale, tmp_path / "catalog" / "b.npy") is None
+    assert take_staged_catalog(staged, ok_rows.head(1), tmp_path / "catalog" / "b.npy") is None
+    assert staged.is_file()  # left alone
+    taken = take_staged_catalog(staged, ok_rows, tmp_path / "catalog" / "b.npy")
+    assert taken is not None and np.array_equal(taken.arrays, catalog.arrays)
+    assert taken.index.equals(catalog.index) and not staged.exists()
 
 
 def test_tiers_catch_copies_and_keep_distinct_images(lake, store, instance):

@@ -29,22 +29,26 @@ from quality.gates import metric_gate, suite_gate
 from quality.suites import curated_images_suite
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
-from ssl_assets.assets.ingest import raw_images
+from ssl_assets.assets.ingest import raw_images, staged_catalog_path
 from ssl_assets.curation.contact_sheet import grid_png, markdown_image
 from ssl_assets.curation.decisions import allowed_reasons, decide
 from ssl_assets.curation.dedup import DedupConfig, assign_groups, find_edges, label_edges
-from ssl_assets.curation.hashing import dhash64, phash64
+from ssl_assets.curation.features import image_features
 from ssl_assets.curation.quality import (
     ISSUES,
     QualityThresholds,
     geometry_scores,
     quality_flags,
-    quality_scores,
 )
-from ssl_assets.curation.semantic import PINNED_EMBEDDER_VERSION, pinned_embed
+from ssl_assets.curation.semantic import PINNED_EMBEDDER_VERSION
 from ssl_assets.curation.splits import SplitConfig, assign_splits
 from ssl_assets.data.canonical import CanonicalSpec
-from ssl_assets.data.catalog import build_batch_catalog, load_array, save_array_atomic
+from ssl_assets.data.catalog import (
+    build_batch_catalog,
+    load_array,
+    save_array_atomic,
+    take_staged_catalog,
+)
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
 from ssl_assets.profiles import get_profile
 
@@ -144,9 +148,12 @@ def image_catalog(
     lake: LakeResource,
     metadata: MetadataStore,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
-    """Decode each ok image of an admitted batch once into catalog/<version>/<batch>.npy
+    """Each ok image of an admitted batch, decoded once, in catalog/<version>/<batch>.npy
     (N x R x R x 3 uint8, memory-mapped by training), with pixel/perceptual hashes, pinned
-    embeddings (<batch>.pinned.npy) and quality scores computed from the same pixels."""
+    embeddings (<batch>.pinned.npy) and quality scores computed from the same pixels.
+
+    Ingestion's validating decode staged the default version's arrays: they are taken over
+    when they hold exactly the manifest's ok rows; any other version decodes the files here."""
     batch = context.partition_key
     run_id = context.run.run_id
     status = metadata.query("SELECT admitted, reason FROM batch_status WHERE batch = ?", [batch])
@@ -162,28 +169,34 @@ def image_catalog(
         "WHERE batch = ? AND status = 'ok' ORDER BY rel_path",
         [batch],
     )
-    started = time.perf_counter()
-    catalog = build_batch_catalog(lake.batch_dir(batch), ok_rows, spec)
-    decode_s = time.perf_counter() - started
     rel_array = f"catalog/{spec.version}/{batch}.npy"
-    save_array_atomic(catalog.arrays, lake.path(rel_array))
-    embeddings = (
-        pinned_embed(catalog.arrays) if len(catalog.arrays) else np.zeros((0, 160), np.float32)
+    started = time.perf_counter()
+    staged = staged_catalog_path(lake, spec.version, batch)
+    catalog = take_staged_catalog(staged, ok_rows, lake.path(rel_array))
+    decoded_at_ingest = catalog is not None
+    if catalog is None:
+        catalog = build_batch_catalog(lake.batch_dir(batch), ok_rows, spec)
+        save_array_atomic(catalog.arrays, lake.path(rel_array))
+    decode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    sizes = catalog.index[["orig_height", "orig_width"]].to_numpy()
+    features = image_features(catalog.arrays, sizes)
+    features_s = time.perf_counter() - started
+    save_array_atomic(
+        features.embeddings, lake.path(rel_array.removesuffix(".npy") + ".pinned.npy")
     )
-    save_array_atomic(embeddings, lake.path(rel_array.removesuffix(".npy") + ".pinned.npy"))
     now = utcnow()
     index = catalog.index.assign(
         batch=batch,
         version=spec.version,
         array_path=rel_array,
-        phash=phash64(catalog.arrays) if len(catalog.arrays) else np.zeros(0, np.uint64),
-        dhash=dhash64(catalog.arrays) if len(catalog.arrays) else np.zeros(0, np.uint64),
+        phash=features.phash,
+        dhash=features.dhash,
         embedder=PINNED_EMBEDDER_VERSION,
         run_id=run_id,
         recorded_at=now,
     )
-    sizes = index[["orig_height", "orig_width"]].to_numpy()
-    scores = quality_scores(catalog.arrays, sizes) if len(index) else pd.DataFrame()
+    scores = features.scores
     scores_long = (
         scores.drop(columns=["orig_height", "orig_width"])
         .assign(image_id=index["image_id"].to_numpy())
@@ -210,7 +223,13 @@ def image_catalog(
         "image_catalog",
         batch,
         run_id,
-        {"images": len(index), "failures": len(failures), "decode_seconds": decode_s},
+        {
+            "images": len(index),
+            "failures": len(failures),
+            "decoded_at_ingest": int(decoded_at_ingest),
+            "decode_seconds": decode_s,
+            "feature_seconds": features_s,
+        },
     )
     sample = catalog.arrays[:16]
     yield MaterializeResult(
@@ -219,7 +238,11 @@ def image_catalog(
             "version": spec.version,
             "array_path": rel_array,
             "array_mb": round(catalog.arrays.nbytes / 2**20, 2),
-            "decode_images_per_s": round(len(index) / decode_s, 1) if decode_s else 0.0,
+            "decoded_at_ingest": MetadataValue.bool(decoded_at_ingest),
+            "decode_images_per_s": (
+                None if decoded_at_ingest or not decode_s else round(len(index) / decode_s, 1)
+            ),
+            "feature_images_per_s": round(len(index) / features_s, 1) if features_s else 0.0,
             "failures": MetadataValue.md(
                 failures[["image_id", "reason", "detail"]].to_markdown(index=False)
                 if len(failures)
@@ -276,6 +299,13 @@ def semantic_embedder(lake: LakeResource, name: str):
         def pinned(rows: pd.DataFrame) -> np.ndarray:
             if rows.empty:
                 return np.zeros((0, 160), np.float32)
+            stale = sorted(set(rows["embedder"]) - {PINNED_EMBEDDER_VERSION})
+            if stale:
+                raise Failure(
+                    f"catalog rows carry pinned embedder versions {stale}, not the current "
+                    f"{PINNED_EMBEDDER_VERSION}: re-materialize image_catalog for their batches "
+                    "so every embedding comes from one embedder"
+                )
             return load_rows(lake, rows, ".pinned.npy")
 
         return pinned, PINNED_EMBEDDER_VERSION

@@ -1,6 +1,7 @@
 """raw_images: the manifest of one landed batch, gated before anything downstream may read it."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -18,11 +19,13 @@ from dagster import (
 from pydantic import Field
 
 from quality import thresholds
-from quality.gates import metric_gate, suite_gate
+from quality.gates import import_gx_in_background, metric_gate, suite_gate
 from quality.suites import raw_images_suite
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from ssl_assets.data.manifest import scan_batch
+from ssl_assets.data.canonical import CanonicalSpec
+from ssl_assets.data.catalog import save_staged_catalog
+from ssl_assets.data.manifest import scan_and_decode
 from ssl_assets.data.sidecars import read_attributes, read_labels
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
 from ssl_assets.profiles import get_profile
@@ -62,6 +65,17 @@ class RawImagesConfig(Config):
         default=thresholds.RAW_MIN_OK_IMAGES,
         description="Blocking gate: a batch needs at least this many usable images.",
     )
+    stage_catalog_version: str = Field(
+        default=CanonicalSpec(get_profile().catalog_resolution, "pad").version,
+        description="Validation decodes every image anyway: also stage its canonical pixels in "
+        "this catalog version (r<resolution>-<aspect>, image_catalog's default) so that "
+        "image_catalog does not decode the files again. Empty: validate only.",
+    )
+
+
+def staged_catalog_path(lake: LakeResource, version: str, batch: str) -> Path:
+    """Where ingestion leaves a batch's decoded catalog for image_catalog to take over."""
+    return lake.path("staging", version, f"{batch}.npy")
 
 
 @asset(
@@ -105,7 +119,13 @@ def raw_images(
     if not batch_dir.is_dir():
         raise Failure(f"landing/{batch}/ does not exist under {lake.landing_dir}")
 
-    manifest = scan_batch(batch_dir, batch, max_pixels=config.max_pixels)
+    import_gx_in_background()  # overlaps the decoding below; the gates need it after
+    spec = (
+        CanonicalSpec.from_version(config.stage_catalog_version)
+        if config.stage_catalog_version
+        else None
+    )
+    manifest, decoded = scan_and_decode(batch_dir, batch, config.max_pixels, spec)
     ids = manifest["image_id"].tolist()
     labels, label_rejects = read_labels(
         batch_dir, batch, ids, lambda wanted: metadata.known_image_ids(wanted, exclude_batch=batch)
@@ -195,3 +215,8 @@ def raw_images(
     metadata.record_admission(batch, not failed, reason, counts, run_id)
     if failed:
         context.log.warning(f"batch {batch} is NOT admitted: {reason}")
+    elif decoded is not None:
+        ok = manifest.set_index("image_id").loc[decoded.index["image_id"], "content_hash"]
+        save_staged_catalog(
+            decoded, ok.tolist(), staged_catalog_path(lake, config.stage_catalog_version, batch)
+        )

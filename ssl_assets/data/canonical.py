@@ -33,20 +33,46 @@ class CanonicalSpec:
         """Arrays of different specs never mix: the version names the folder they live in."""
         return f"r{self.resolution}-{self.aspect}"
 
+    @classmethod
+    def from_version(cls, version: str) -> CanonicalSpec:
+        """Inverse of `version`: "r32-pad" -> CanonicalSpec(32, "pad")."""
+        resolution, _, aspect = version.partition("-")
+        if not resolution.startswith("r") or not resolution[1:].isdigit() or aspect not in ASPECTS:
+            raise ValueError(
+                f"not a catalog version (r<resolution>-<{'|'.join(ASPECTS)}>): {version!r}"
+            )
+        return cls(resolution=int(resolution[1:]), aspect=aspect)  # type: ignore[arg-type]
+
+
+ASPECTS: tuple[str, ...] = ("pad", "center_crop", "stretch")
+_TO_RGB = frozenset({"1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+
+
+def rgb_pixels(img: Image.Image) -> np.ndarray:
+    """Native-resolution RGB pixels (H x W x 3 uint8) of an opened image, EXIF orientation applied.
+
+    The one conversion every path uses (ingestion's validating decode, `decode_rgb`, inference),
+    so that the same file always yields the same pixels. `img` is decoded and may be transposed
+    in place.
+    """
+    ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to rotate
+    if img.mode in _TO_RGB:
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Native-resolution RGB pixels (H x W x 3 uint8), EXIF orientation applied."""
+    """Native-resolution RGB pixels (H x W x 3 uint8, writable), EXIF orientation applied."""
     with Image.open(io.BytesIO(data)) as img:
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"):
-            img = img.convert("RGB")
-        return np.asarray(img, dtype=np.uint8).copy()
+        return rgb_pixels(img).copy()
 
 
 def canonicalise(rgb: np.ndarray, spec: CanonicalSpec) -> np.ndarray:
     """Resize native RGB pixels to the canonical square, handling aspect as `spec` says."""
     h, w = rgb.shape[:2]
     r = spec.resolution
+    if h == w == r:
+        return rgb
     img = Image.fromarray(rgb)
     if spec.aspect == "stretch" or h == w:
         return np.asarray(img.resize((r, r), Image.Resampling.BICUBIC, reducing_gap=3.0))

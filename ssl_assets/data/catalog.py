@@ -1,13 +1,18 @@
-"""Build one batch's catalog: decode each ok image once into a memory-mappable uint8 array.
+"""One batch's catalog: each ok image decoded once into a memory-mappable uint8 array.
 
 Training, hashing, quality scoring and embedding all read the canonical array, never the files
-again. A file whose bytes no longer match the manifest's hash (changed after ingestion) is not
-decoded: it is returned as a failure with a reason, like every other problem.
+again. Ingestion already decodes every file to validate it, so it *stages* the catalog of the
+default version (`save_staged_catalog`) and `image_catalog` takes it over
+(`take_staged_catalog`) when it was made from exactly the manifest's ok rows. Otherwise (another
+version, or a staged file that is missing or stale) `build_batch_catalog` decodes the files; a
+file whose bytes no longer match the manifest's hash (changed after ingestion) is not decoded:
+it is returned as a failure with a reason, like every other problem.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -52,8 +57,10 @@ def build_batch_catalog(
 
     rows = list(ok_rows.itertuples(index=False))
     # Decoding and hashing release the GIL: threads use every core; results keep row order.
+    # Work goes out in chunks: a future per image costs more than decoding a small JPEG.
+    chunks = [rows[i : i + 256] for i in range(0, len(rows), 256)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(decode, rows, chunksize=64))
+        results = [r for part in pool.map(lambda c: [decode(x) for x in c], chunks) for r in part]
     r = spec.resolution
     arrays = np.empty((len(rows), r, r, 3), dtype=np.uint8)
     index, failures = [], []
@@ -86,6 +93,74 @@ def save_array_atomic(array: np.ndarray, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def rows_digest(image_ids: list[str], content_hashes: list[str]) -> str:
+    """Fingerprint of a set of (image_id, file hash) rows: a staged catalog is only used for the
+    very rows it was decoded from."""
+    digest = hashlib.sha256()
+    for image_id, content_hash in sorted(zip(image_ids, content_hashes, strict=True)):
+        digest.update(f"{image_id}:{content_hash}\n".encode())
+    return digest.hexdigest()
+
+
+def _sidecar(array_path: Path) -> Path:
+    return array_path.with_suffix(".json")
+
+
+def save_staged_catalog(catalog: BatchCatalog, content_hashes: list[str], array_path: Path) -> None:
+    """Write a catalog made during ingestion: the array, then a JSON sidecar with its index and
+    the digest of the rows it holds (written last, so a sidecar always has its whole array)."""
+    _sidecar(array_path).unlink(missing_ok=True)
+    save_array_atomic(catalog.arrays, array_path)
+    sidecar = {
+        "rows": len(catalog.index),
+        "digest": rows_digest(catalog.index["image_id"].tolist(), content_hashes),
+        "index": catalog.index.to_dict(orient="list"),
+    }
+    path = _sidecar(array_path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(sidecar, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def take_staged_catalog(
+    array_path: Path, ok_rows: pd.DataFrame, destination: Path
+) -> BatchCatalog | None:
+    """Move a staged catalog to `destination` and return it (arrays memory-mapped), or None when
+    there is none or it was not made from exactly `ok_rows` (image_id, content_hash)."""
+    sidecar_path = _sidecar(array_path)
+    if not sidecar_path.is_file() or not array_path.is_file():
+        return None
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+        index = pd.DataFrame(sidecar["index"])
+        wanted = rows_digest(ok_rows["image_id"].tolist(), ok_rows["content_hash"].tolist())
+        if sidecar["digest"] != wanted or sidecar["rows"] != len(ok_rows):
+            return None
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable sidecar: decode the files instead
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(array_path, destination)
+    sidecar_path.unlink(missing_ok=True)
+    try:
+        arrays = load_array(destination)
+    except (OSError, ValueError):
+        return None  # a damaged array: decode the files instead (they overwrite it)
+    if arrays.shape[0] != len(index):
+        return None
+    return BatchCatalog(
+        arrays=arrays,
+        index=index.astype({"array_row": "int64", "orig_width": "int64", "orig_height": "int64"}),
+        failures=pd.DataFrame(columns=["image_id", "reason", "detail"]),
+    )
 
 
 def load_array(path: Path) -> np.ndarray:

@@ -5,8 +5,10 @@ read-only, symlinks are never followed, and every problem becomes a `quarantined
 machine-readable `reason` (and the decoder's own words in `detail`) instead of an exception.
 
 Validation decodes each image fully (`Image.load`): a truncated JPEG is only found that way.
-The catalog decodes again to canonicalise; for the small images this project targets that is
-cheap next to training, and it keeps ingestion free of any resolution choice.
+Decoding is the most expensive step of curation, so it happens once: given a `CanonicalSpec`,
+`scan_and_decode` also returns the canonical pixels and pixel hashes of the ok images (a
+`BatchCatalog`), which ingestion stages for `image_catalog`. Only a catalog of another version
+(a different resolution or aspect handling) decodes the files again.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
+
+from ssl_assets.curation.hashing import pixel_hash
+from ssl_assets.data.canonical import CanonicalSpec, canonicalise, rgb_pixels
+from ssl_assets.data.catalog import BatchCatalog
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -45,6 +52,8 @@ QUARANTINE_REASONS = (
     "truncated",
     "corrupt",
 )
+
+_CHUNK = 256  # files per unit of work handed to a thread
 
 MANIFEST_COLUMNS = [
     "image_id",
@@ -79,6 +88,10 @@ class _Row:
     width: int | None = None
     height: int | None = None
     mode: str | None = None
+    # Filled for ok images when a canonical spec is given (not manifest columns).
+    pixels: np.ndarray | None = None
+    pixel_hash: str | None = None
+    decoded_size: tuple[int, int] | None = None  # (width, height) after EXIF orientation
 
     def quarantine(self, reason: str, detail: str | None = None) -> _Row:
         assert reason in QUARANTINE_REASONS, reason
@@ -86,8 +99,14 @@ class _Row:
         return self
 
 
-def inspect_image_bytes(row: _Row, data: bytes, max_pixels: int) -> _Row:
-    """Fill `row` from the file's bytes: hash, format, size, mode, or a quarantine reason."""
+def inspect_image_bytes(
+    row: _Row, data: bytes, max_pixels: int, spec: CanonicalSpec | None = None
+) -> _Row:
+    """Fill `row` from the file's bytes: hash, format, size, mode, or a quarantine reason.
+
+    With `spec`, an ok image also gets its canonical pixels and the hash of its native pixels,
+    from the same decode that validated it.
+    """
     row.bytes = len(data)
     row.content_hash = hashlib.sha256(data).hexdigest()
     if not data:
@@ -110,6 +129,11 @@ def inspect_image_bytes(row: _Row, data: bytes, max_pixels: int) -> _Row:
                         "unsupported_mode", f"mode {img.mode!r} has no defined 8-bit RGB mapping"
                     )
                 img.load()  # full decode: the only way to find a truncated file
+                if spec is not None:
+                    rgb = rgb_pixels(img)
+                    row.pixels = canonicalise(rgb, spec)
+                    row.pixel_hash = pixel_hash(rgb)
+                    row.decoded_size = (rgb.shape[1], rgb.shape[0])
     except UnidentifiedImageError as exc:
         return row.quarantine("not_an_image", str(exc))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -123,28 +147,41 @@ def inspect_image_bytes(row: _Row, data: bytes, max_pixels: int) -> _Row:
     return row
 
 
-def _walk(batch_dir: Path) -> list[tuple[str, Path, bool]]:
+def _walk(batch_dir: Path) -> list[tuple[str, str, bool]]:
     """(relative path, path, is_symlink) for every entry that is a file or a link, sorted.
 
-    Symlinked directories are reported as links and not descended into.
+    Symlinked directories are reported as links and not descended into. `os.scandir` reads the
+    entry types with the directory listing: no system call per file (50,000 files: ~0.2 s).
     """
-    found = []
-    for dirpath, dirnames, filenames in os.walk(batch_dir, followlinks=False):
-        base = Path(dirpath)
-        for name in list(dirnames):
-            if (base / name).is_symlink():
-                found.append(((base / name).relative_to(batch_dir).as_posix(), base / name, True))
-        for name in filenames:
-            path = base / name
-            found.append((path.relative_to(batch_dir).as_posix(), path, path.is_symlink()))
+    found: list[tuple[str, str, bool]] = []
+    pending = [(str(batch_dir), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    found.append((rel, entry.path, True))
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, rel + "/"))
+                else:
+                    found.append((rel, entry.path, False))
     return sorted(found)
 
 
 def scan_batch(batch_dir: Path, batch: str, max_pixels: int) -> pd.DataFrame:
     """Inspect every file under `batch_dir` (any nesting) and return the manifest."""
+    return scan_and_decode(batch_dir, batch, max_pixels)[0]
+
+
+def scan_and_decode(
+    batch_dir: Path, batch: str, max_pixels: int, spec: CanonicalSpec | None = None
+) -> tuple[pd.DataFrame, BatchCatalog | None]:
+    """The manifest of every file under `batch_dir` and, with `spec`, the catalog of its ok
+    images (canonical arrays in manifest order, pixel hashes, sizes after EXIF orientation)."""
     batch_dir = batch_dir.resolve()
 
-    def inspect(entry: tuple[str, Path, bool]) -> _Row:
+    def inspect(entry: tuple[str, str, bool]) -> _Row:
         rel_path, path, is_link = entry
         row = _Row(rel_path=rel_path)
         if is_link:
@@ -156,23 +193,28 @@ def scan_batch(batch_dir: Path, batch: str, max_pixels: int) -> pd.DataFrame:
             )
         # os.walk does not descend into linked folders, so a plain file it finds is inside the
         # batch: no per-file realpath needed.
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            row.bytes = path.stat().st_size
+        suffix = os.path.splitext(rel_path)[1]
+        if suffix.lower() not in IMAGE_EXTENSIONS:
+            row.bytes = os.stat(path).st_size
             return row.quarantine(
-                "unsupported_extension", f"{path.suffix or '(none)'} is not an image extension"
+                "unsupported_extension", f"{suffix or '(none)'} is not an image extension"
             )
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read()
         except OSError as exc:
             return row.quarantine("unreadable", str(exc))
-        return inspect_image_bytes(row, data, max_pixels)
+        return inspect_image_bytes(row, data, max_pixels, spec)
 
     entries = [e for e in _walk(batch_dir) if e[0] not in CONTROL_FILES]
-    # Reading, hashing and decoding release the GIL: threads use every core, order is kept.
+    # Reading, hashing and decoding release the GIL: threads use every core. Work goes out in
+    # chunks (a future per file costs more than decoding a small JPEG); order is kept.
+    chunks = [entries[i : i + _CHUNK] for i in range(0, len(entries), _CHUNK)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        rows = list(pool.map(inspect, entries, chunksize=64))
+        rows = [row for part in pool.map(lambda c: [inspect(e) for e in c], chunks) for row in part]
 
-    df = pd.DataFrame([r.__dict__ for r in rows])
+    columns = [c for c in MANIFEST_COLUMNS if c not in ("image_id", "batch")]
+    df = pd.DataFrame([[getattr(r, c) for c in columns] for r in rows], columns=columns)
     if df.empty:
         df = pd.DataFrame(columns=[c for c in MANIFEST_COLUMNS if c not in ("image_id", "batch")])
     df.insert(0, "batch", batch)
@@ -180,4 +222,30 @@ def scan_batch(batch_dir: Path, batch: str, max_pixels: int) -> pd.DataFrame:
     df = df[MANIFEST_COLUMNS]
     for col in ("bytes", "width", "height"):
         df[col] = df[col].astype("Int64")
-    return df
+    return df, (None if spec is None else _catalog_of(df, rows, spec))
+
+
+def _catalog_of(manifest: pd.DataFrame, rows: list[_Row], spec: CanonicalSpec) -> BatchCatalog:
+    ok = [
+        (image_id, r)
+        for image_id, r in zip(manifest["image_id"], rows, strict=True)
+        if r.status == "ok"
+    ]
+    arrays = np.empty((len(ok), spec.resolution, spec.resolution, 3), dtype=np.uint8)
+    for i, (_, r) in enumerate(ok):
+        arrays[i] = r.pixels
+        r.pixels = None  # one copy in memory, not two
+    index = pd.DataFrame(
+        {
+            "image_id": [image_id for image_id, _ in ok],
+            "array_row": np.arange(len(ok), dtype=np.int64),
+            "pixel_hash": [r.pixel_hash for _, r in ok],
+            "orig_width": [r.decoded_size[0] for _, r in ok],
+            "orig_height": [r.decoded_size[1] for _, r in ok],
+        }
+    )
+    return BatchCatalog(
+        arrays=arrays,
+        index=index,
+        failures=pd.DataFrame(columns=["image_id", "reason", "detail"]),
+    )
