@@ -83,6 +83,8 @@ def cluster_embeddings(
     from scipy.cluster.hierarchy import fcluster, linkage
     from sklearn.cluster import KMeans
 
+    from ssl_assets.curation.semantic import single_threaded_kmeans
+
     emb = _unit(embeddings)
     n = len(emb)
     k = auto_clusters(n) if not n_clusters else max(1, min(int(n_clusters), n))
@@ -91,8 +93,9 @@ def cluster_embeddings(
         return Clustering(zeros, zeros.copy(), max(k, 1), np.zeros(1, dtype=np.int64))
     rng = np.random.default_rng(seed)
     fit = emb if n <= max_fit else emb[np.sort(rng.choice(n, max_fit, replace=False))]
-    model = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(fit)
-    kmeans_labels = model.predict(emb).astype(np.int64)
+    with single_threaded_kmeans():
+        model = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(fit)
+        kmeans_labels = model.predict(emb).astype(np.int64)
     sums = np.zeros((k, emb.shape[1]), dtype=np.float64)
     np.add.at(sums, kmeans_labels, emb)
     sizes = np.bincount(kmeans_labels, minlength=k)

@@ -81,9 +81,13 @@ def resize(planes: np.ndarray, height: int, width: int) -> np.ndarray:
         stacked = np.moveaxis(planes, 3, 1).reshape(n * c, h, w)
         out = resize(stacked, height, width).reshape(n, c, height, width)
         return np.moveaxis(out, 1, 3)
-    rows = resample_matrix(planes.shape[1], height)
-    cols = resample_matrix(planes.shape[2], width)
-    return rows @ (planes @ cols.T)
+    # Like Pillow, an axis that keeps its size is not resampled (its Lanczos matrix is only
+    # nearly the identity): 32x32 canonical images skip the whole resize, exactly.
+    if planes.shape[2] != width:
+        planes = planes @ resample_matrix(planes.shape[2], width).T
+    if planes.shape[1] != height:
+        planes = resample_matrix(planes.shape[1], height) @ planes
+    return planes
 
 
 def _pack_bits(bits: np.ndarray) -> np.ndarray:
