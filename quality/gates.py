@@ -8,7 +8,10 @@ metadata, so the Dagster UI and `select * from gate_results` tell the same story
 
 from __future__ import annotations
 
+import importlib
 import math
+import sys
+import threading
 from typing import Any
 
 import pandas as pd
@@ -17,6 +20,37 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 from resources.metadata import MetadataStore
 
 SAMPLE_VALUES = 5
+
+
+_gx_import: threading.Thread | None = None
+
+
+def import_gx_in_background() -> None:
+    """Start importing Great Expectations (~5 s, mostly Python) in a daemon thread, for a step
+    whose first gate comes after a long I/O-bound stretch (ingestion decoding files): the import
+    then overlaps that work instead of following it. Every GX import in this package goes
+    through `gx_modules`, which waits for it (GX's own imports are circular: importing it from
+    two threads at once fails)."""
+    global _gx_import
+    if _gx_import is not None or "great_expectations" in sys.modules:
+        return
+    _gx_import = threading.Thread(
+        target=importlib.import_module,
+        args=("great_expectations",),
+        name="import-great-expectations",
+        daemon=True,
+    )
+    _gx_import.start()
+
+
+def gx_modules() -> tuple[Any, Any]:
+    """(great_expectations, great_expectations.expectations), after any background import."""
+    if _gx_import is not None:
+        _gx_import.join()
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx, gxe
 
 
 def _severity(blocking: bool) -> AssetCheckSeverity:
@@ -33,7 +67,7 @@ def _jsonable(value: Any) -> Any:
 
 def run_suite(df: pd.DataFrame, suite_name: str, expectations: list[Any]) -> dict[str, Any]:
     """Validate `df` against the expectations with an ephemeral GX context; return a summary."""
-    import great_expectations as gx
+    gx = gx_modules()[0]
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from quality.gates import gx_modules
 from ssl_assets.data.manifest import MANIFEST_COLUMNS, QUARANTINE_REASONS
 
 
 def raw_images_suite(max_quarantine_fraction: float) -> list[Any]:
     """The raw manifest: complete rows, unique ids, sane sizes, a bounded quarantine rate."""
-    import great_expectations.expectations as gxe
+    gxe = gx_modules()[1]
     from great_expectations.expectations.row_conditions import Column
 
     ok = {"row_condition": Column("status") == "ok"}
@@ -47,7 +48,7 @@ def raw_images_suite(max_quarantine_fraction: float) -> list[Any]:
 
 def curated_images_suite(allowed_reasons: list[str]) -> list[Any]:
     """curated_images: one row per image, known splits, reasons from the known set only."""
-    import great_expectations.expectations as gxe
+    gxe = gx_modules()[1]
 
     reason = "(?:" + "|".join(sorted(allowed_reasons)) + ")"
     expectations = [
@@ -67,7 +68,7 @@ def curated_images_suite(allowed_reasons: list[str]) -> list[Any]:
 def labeling_candidates_suite(budget: int) -> list[Any]:
     """labeling_candidates CSV, the contract a labeling tool relies on: exactly image_id, path,
     thumbnail; one row per image, no empty cell, at most `budget` rows."""
-    import great_expectations.expectations as gxe
+    gxe = gx_modules()[1]
 
     return [
         gxe.ExpectTableColumnsToMatchOrderedList(column_list=["image_id", "path", "thumbnail"]),
@@ -79,7 +80,7 @@ def labeling_candidates_suite(budget: int) -> list[Any]:
 
 def probes_suite(methods: list[str]) -> list[Any]:
     """The label-efficiency table: accuracies are probabilities, every method has rows."""
-    import great_expectations.expectations as gxe
+    gxe = gx_modules()[1]
 
     return [
         *[
@@ -96,7 +97,7 @@ def probes_suite(methods: list[str]) -> list[Any]:
 def model_metrics_suite() -> list[Any]:
     """A fine-tuned model's metrics (long form: metric, value): every accuracy, ECE and
     robustness figure is a finite probability, and the headline ones are present."""
-    import great_expectations.expectations as gxe
+    gxe = gx_modules()[1]
 
     return [
         gxe.ExpectColumnValuesToNotBeNull(column="metric"),
