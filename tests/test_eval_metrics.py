@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ssl_assets.ml.evaluate import (
@@ -79,3 +80,34 @@ def test_corruptions_are_seeded_and_change_images() -> None:
         "brightness",
         "mean_corrupted_accuracy",
     }
+
+
+def test_subgroup_accuracy_is_shown_beside_the_bias_audit_shares(store):
+    from resources.metadata import utcnow
+    from ssl_assets.assets.evaluate import subgroups_beside_bias_audit
+
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    pred = np.array([0, 1, 0, 1, 0, 0, 1, 0])  # site a: 4/4 right, site b: 1/4
+    groups = {"site": np.array(["a"] * 4 + ["b"] * 4, dtype=object)}
+    subgroups = subgroup_accuracy(pred, labels, groups, min_group_size=1)
+    with store.transaction() as con:
+        store.insert(
+            con,
+            "bias_groups",
+            pd.DataFrame(
+                {
+                    "run_id": "audit-1",
+                    "attribute": ["site", "site", "site", "site"],
+                    "subgroup": ["a", "b", "a", "b"],
+                    "scope": ["train", "train", "all", "all"],
+                    "images": [90, 10, 120, 30],
+                    "share": [0.9, 0.1, 0.8, 0.2],
+                    "recorded_at": utcnow(),
+                }
+            ),
+        )
+    table = subgroups_beside_bias_audit(store, subgroups).set_index("subgroup")
+    assert table.loc["a", "test_accuracy"] == 1.0 and table.loc["b", "test_accuracy"] == 0.25
+    assert table.loc["b", "gap_to_best"] == 0.75 and table.loc["a", "gap_to_best"] == 0.0
+    # the rare training subgroup is the one the model gets wrong: both are in one row
+    assert table.loc["b", "train_share"] == 0.1 and table.loc["b", "share_all"] == 0.2

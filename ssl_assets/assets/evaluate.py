@@ -366,6 +366,41 @@ class FinetuneAssetConfig(Config):
     seed: int = 0
 
 
+def subgroups_beside_bias_audit(metadata: MetadataStore, subgroups: dict) -> pd.DataFrame:
+    """The model's test accuracy per subgroup beside what the latest bias audit found for the
+    same subgroup (its share of the included train images and of all included images): a
+    subgroup that is both rare in training and worse at test is the case to look at."""
+    rows = [
+        {
+            "attribute": attribute,
+            "subgroup": subgroup,
+            "test_images": stats["n"],
+            "test_accuracy": round(stats["accuracy"], 4),
+            "gap_to_best": round(entry["groups"][entry["best"]]["accuracy"] - stats["accuracy"], 4)
+            if entry.get("best") is not None
+            else None,
+        }
+        for attribute, entry in subgroups.items()
+        for subgroup, stats in entry["groups"].items()
+    ]
+    table = pd.DataFrame(
+        rows,
+        columns=["attribute", "subgroup", "test_images", "test_accuracy", "gap_to_best"],
+    )
+    audit = metadata.query(
+        "SELECT attribute, subgroup, scope, share FROM bias_groups WHERE run_id = "
+        "(SELECT run_id FROM bias_groups ORDER BY recorded_at DESC LIMIT 1) "
+        "AND scope IN ('train', 'all')"
+    )
+    if audit.empty or table.empty:
+        return table.assign(train_share=None, share_all=None)
+    shares = audit.pivot_table(
+        index=["attribute", "subgroup"], columns="scope", values="share", aggfunc="first"
+    ).rename(columns={"train": "train_share", "all": "share_all"})
+    shares = shares.reindex(columns=["train_share", "share_all"]).round(4).reset_index()
+    return table.merge(shares, on=["attribute", "subgroup"], how="left")
+
+
 def flat_metrics(report: dict, prefix: str = "") -> pd.DataFrame:
     """The numeric leaves of an evaluation report that are probabilities (accuracies, ECE),
     long form, for the metrics suite."""
@@ -494,6 +529,7 @@ def finetuned_model(
         {k: float(v) for k, v in headline.items() if isinstance(v, int | float)},
     )
     robustness = report.get("robustness") or {}
+    beside = subgroups_beside_bias_audit(metadata, report.get("subgroups") or {})
     yield MaterializeResult(
         metadata={
             "model_id": model_id,
@@ -503,6 +539,11 @@ def finetuned_model(
             "ece": float(report.get("ece", float("nan"))),
             "per_class_accuracy": MetadataValue.json(report.get("per_class_accuracy", {})),
             "subgroups": MetadataValue.json(report.get("subgroups", {})),
+            "subgroups_beside_bias_audit": MetadataValue.md(
+                beside.to_markdown(index=False)
+                if len(beside)
+                else "no subgroup attributes on the test images (metadata.csv)"
+            ),
             "robustness": MetadataValue.json(robustness),
             "training": MetadataValue.json(result.log.summary()),
             "path": str(out_dir),
