@@ -73,9 +73,11 @@ def _layout(luma32: np.ndarray) -> np.ndarray:
     return _unit(thumb - thumb.mean(axis=1, keepdims=True))
 
 
-def _colour(rgb32: np.ndarray) -> np.ndarray:
+def _colour(rgb32: np.ndarray, pixels: np.ndarray | None = None) -> np.ndarray:
     n = len(rgb32)
-    bins = np.clip((rgb32 * 4).astype(np.int64), 0, 3)
+    # From 32x32 uint8 pixels the bin is p >> 6, exactly floor(p / 255 * 4): the bin edges
+    # 63.75, 127.5 and 191.25 are far from any integer p.
+    bins = pixels >> 6 if pixels is not None else np.clip((rgb32 * 4).astype(np.int64), 0, 3)
     code = (bins[..., 0] * 16 + bins[..., 1] * 4 + bins[..., 2]).reshape(n, -1)
     flat = code + 64 * np.arange(n)[:, None]
     hist = np.bincount(flat.ravel(), minlength=64 * n).reshape(n, 64) / code.shape[1]
@@ -107,9 +109,11 @@ def pinned_embed(images: np.ndarray) -> np.ndarray:
     images = check_batch(images)
     out = np.empty((len(images), EMBEDDING_DIM), dtype=np.float32)
     for part in batch_slices(images, pixels_per_batch=1 << 22):
-        rgb32 = resize(images[part].astype(np.float64) / 255.0, 32, 32)
+        pixels = images[part]
+        rgb32 = resize(np.true_divide(pixels, 255.0, dtype=np.float64), 32, 32)
         luma32 = rgb32 @ _LUMA
-        blocks = (_layout(luma32), _colour(rgb32), _gradients(luma32))
+        native = pixels if pixels.shape[1:3] == (32, 32) else None
+        blocks = (_layout(luma32), _colour(rgb32, native), _gradients(luma32))
         joined = np.concatenate([w * b for w, b in zip(_WEIGHTS, blocks, strict=True)], axis=1)
         out[part] = _unit(joined)
     return out

@@ -33,6 +33,15 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
 
 def _normalise_rel_path(raw: str) -> str | None:
     """Relative POSIX path inside the batch, or None when it would leave the batch."""
+    if (
+        raw
+        and "\\" not in raw
+        and "//" not in raw
+        and "/." not in raw
+        and not raw.startswith(("/", "."))
+        and not raw.endswith("/")
+    ):
+        return raw  # already normal (the common case: 100,000 rows cost ~1 s the long way)
     p = PurePosixPath(raw.replace("\\", "/"))
     if p.is_absolute() or ".." in p.parts or not p.parts:
         return None
