@@ -130,8 +130,13 @@ def inspect_image_bytes(
                     )
                 img.load()  # full decode: the only way to find a truncated file
                 if spec is not None:
-                    rgb = rgb_pixels(img)
-                    row.pixels = canonicalise(rgb, spec)
+                    try:
+                        rgb = rgb_pixels(img)
+                        row.pixels = canonicalise(rgb, spec)
+                    except Exception as exc:  # e.g. malformed EXIF: a row, never a crash
+                        return row.quarantine(
+                            "corrupt", f"cannot convert to RGB: {type(exc).__name__}: {exc}"
+                        )
                     row.pixel_hash = pixel_hash(rgb)
                     row.decoded_size = (rgb.shape[1], rgb.shape[0])
     except UnidentifiedImageError as exc:
@@ -191,7 +196,7 @@ def scan_and_decode(
                 "symlink" if inside else "outside_batch",
                 f"links to {'a path inside the batch' if inside else target}; links are never followed",
             )
-        # os.walk does not descend into linked folders, so a plain file it finds is inside the
+        # The walk does not descend into linked folders, so a plain file it finds is inside the
         # batch: no per-file realpath needed.
         suffix = os.path.splitext(rel_path)[1]
         if suffix.lower() not in IMAGE_EXTENSIONS:
