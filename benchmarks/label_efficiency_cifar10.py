@@ -11,21 +11,29 @@ Protocol (defaults):
 - Data: `../shared/data/cifar10-jpg.tar.gz` (`train|test/<class>/NNNN.jpg`, 32x32), decoded once
   with Pillow into uint8 N x 32 x 32 x 3 `.npy` arrays in a temporary directory (deleted at the
   end, never in the repository). A seeded permutation of the 50,000 train images gives the
-  10,000-image *train subset* (the only images SSL and the probes / scratch see for training)
-  and a disjoint 5,000-image *val split* (model choice only); the 10,000 CIFAR test images are
-  scored once per (label budget, draw, method).
-- Encoder: `small_cnn` with widths 32-64-128-256 and strides 2-2-2-2 (the stride-2 stem: ~0.39 M
-  parameters, 256-d features, about 3x the SimCLR throughput of the default stride-1 stem on two
-  cores, so pre-training gets several times more epochs in the same time).
-- SSL: SimCLR (projection head 256-256-128, NT-Xent temperature 0.5, the SimCLR CIFAR
-  augmentation without blur), batch 256, AdamW lr 1e-3, weight decay 0.05, one warm-up epoch,
-  cosine decay, for a fixed time budget (`--minutes`, default 15) of training-step seconds on
-  the train subset. A short calibration run of the same `train` (its images/s) sets
-  `max_steps`; the run then trains one epoch per `train` call (`stop_after_steps`, resuming
-  from its checkpoint) and stops early, with the last checkpoint's backbone, if the shared
-  machine got slower than calibrated and the next epoch would end more than half an epoch
-  past the budget. The actual training time, wall time and epochs reached are printed. Like the
-  trainer, training time excludes the per-epoch monitoring (val kNN on 1,000 images).
+  10,000-image *train subset* (the only images the probes / scratch see labels of) and a
+  disjoint 5,000-image *val split* (model choice only); the 10,000 CIFAR test images are
+  scored once per (label budget, draw, method). SimCLR trains without labels on the train
+  subset plus the other 35,000 train images that are not in val (`--ssl-images all`, 45,000
+  images; `--ssl-images subset`: the 10,000-image train subset only, the former default).
+- Encoder: `small_cnn` with widths 32-64-128-256 and strides 2-2-2-1 (stride-2 stem, last stage
+  unstrided so it pools a 4x4 instead of a 2x2 map: ~0.39 M parameters, 256-d features, about
+  the throughput of strides 2-2-2-2 on two cores, where per-image overheads dominate, and about
+  3x that of the default stride-1 stem, so pre-training gets several times more steps).
+- SSL: SimCLR (projection head 256-256-128, NT-Xent temperature 0.2 (`--temperature`), the
+  SimCLR CIFAR augmentation without blur), batch 256, AdamW lr 3e-3 (`--lr`), weight decay 0.05,
+  one warm-up epoch, cosine decay, fp32 (`--precision bf16`: CPU autocast, same accuracy in
+  short runs, ~10 % faster at best on this machine), for a fixed time budget (`--minutes`,
+  default 15) of training-step seconds. The recipe (temperature, lr, strides, 45,000 images)
+  was chosen in equal-step short runs, each a small gain on its own
+  (`benchmarks/out/ssl_recipe_log.md`, not in the repository). A short calibration run of the
+  same `train` (its images/s) sets `max_steps`; the run then trains one epoch per `train` call
+  (`stop_after_steps`, resuming from its checkpoint) and stops early, with the last
+  checkpoint's backbone, if the shared machine got slower than calibrated and the next epoch
+  would end more than half an epoch past the budget; if it got faster (calibration taken
+  while other jobs ran), the planned steps end before the budget. The actual training time,
+  wall time and epochs reached are printed. Like the trainer, training time excludes the
+  per-epoch monitoring (val kNN on 1,000 images).
 - Labels: per class `max(ceil(fraction * n_c), 1)` images of the train subset
   (`LabelBudget(fraction, 1)`), fractions 1 % and 10 %, 3 draws (seeds 0, 1, 2), nested.
 - Linear probe (`label_efficiency`, probe "linear"): standardised logistic regression on frozen
@@ -33,8 +41,10 @@ Protocol (defaults):
   the randomly initialised encoder (same architecture and init seed) is a reference.
 - Scratch baseline: the same backbone (fresh, seeded by the draw) + linear head, cross-entropy
   on the same labelled images (`train_scratch_baseline`: AdamW 1e-3 constant, crop 0.6-1 + flip,
-  batch 128, best val epoch kept), for `--scratch-minutes` of training-step seconds per draw
-  (default: the SSL run's measured training time, i.e. 6 x the SSL budget over the 6 draws).
+  batch 128, best val epoch kept, fp32), for `--scratch-minutes` of training-step seconds per
+  draw (default: the SSL run's measured training time, i.e. 6 x the SSL budget over the 6
+  draws; the SSL encoder serves all 6 draws, so its per-draw share is `--minutes` / 6 = 2.5 min,
+  and any `--scratch-minutes` of at least that is an equal-or-more-generous comparison).
   The labelled images are repeated so that one "epoch" (the interval between val passes) is at
   least `--scratch-epoch-images` images: with 100 labels an epoch would otherwise be a single
   step followed by a 5,000-image val pass, and val passes (not counted as training time) would
@@ -132,6 +142,12 @@ def prepare_data(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         raise ValueError("train subset + val split exceed the 50,000 CIFAR train images")
     train_rows = np.sort(perm[: args.train_size])
     val_rows = np.sort(perm[args.train_size : args.train_size + args.val_size])
+    # SSL images: the train subset, plus (`--ssl-images all`) every other train image not in val
+    extra_rows = (
+        np.sort(perm[args.train_size + args.val_size :])
+        if args.ssl_images == "all"
+        else np.empty(0, dtype=np.int64)
+    )
     test_all = np.arange(len(files["test"]))
     test_rows = (
         test_all
@@ -152,6 +168,12 @@ def prepare_data(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         path = workdir / f"{split}.npy"
         np.save(path, data[split])
         data[f"{split}_path"] = path
+    data["ssl_parts"] = [[str(data["train_path"]), None]]
+    if extra_rows.size:
+        path = workdir / "ssl_extra.npy"
+        np.save(path, decode(files["train"], extra_rows))
+        data["ssl_parts"].append([str(path), None])
+    data["ssl_size"] = args.train_size + extra_rows.size
     return data
 
 
@@ -161,7 +183,7 @@ def prepare_data(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def ssl_config(args: argparse.Namespace, max_steps: int, warmup_steps: int) -> TrainConfig:
     return TrainConfig(
         method="simclr",
-        objective=dict(HEAD),
+        objective={**HEAD, "temperature": args.temperature},
         backbone="small_cnn",
         backbone_kwargs={"widths": args.widths, "strides": args.strides},
         max_steps=max_steps,
@@ -169,6 +191,7 @@ def ssl_config(args: argparse.Namespace, max_steps: int, warmup_steps: int) -> T
         optimizer="adamw",
         lr=args.lr,
         weight_decay=0.05,
+        precision=args.precision,
         warmup_steps=warmup_steps,
         seed=args.seed,
         device="cpu",
@@ -192,9 +215,9 @@ def pretrain(args: argparse.Namespace, data: dict[str, Any], workdir: Path) -> d
     than half an epoch past the budget (the machine is slower than calibrated), training stops
     there and the backbone is taken from that checkpoint (schedule not finished; reported).
     """
-    train_parts = [[str(data["train_path"]), None]]
+    train_parts = data["ssl_parts"]
     val_parts = [[str(data["val_path"]), None, data["val_y"]]]
-    steps_per_epoch = args.train_size // args.batch_size
+    steps_per_epoch = data["ssl_size"] // args.batch_size
     budget_s = args.minutes * 60.0
 
     calib = ssl_config(args, args.calibration_steps, 0)
@@ -261,6 +284,7 @@ def pretrain(args: argparse.Namespace, data: dict[str, Any], workdir: Path) -> d
     train_s = _train_seconds(hist)
     info = {
         "config": cfg.to_dict(),
+        "ssl_images": data["ssl_size"],
         "params": sum(p.numel() for p in backbone.parameters()),
         "calibration_images_per_s": calib_ips,
         "budget_s": budget_s,
@@ -417,9 +441,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="label draws per fraction")
     parser.add_argument("--seed", type=int, default=0, help="data split and SSL seed")
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 256])
-    parser.add_argument("--strides", type=int, nargs="+", default=[2, 2, 2, 2])
+    parser.add_argument("--strides", type=int, nargs="+", default=[2, 2, 2, 1])
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature")
+    parser.add_argument(
+        "--ssl-images",
+        choices=("subset", "all"),
+        default="all",
+        help="SimCLR images: the train subset only, or all 50,000 train images minus val",
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="SimCLR autocast"
+    )
     parser.add_argument("--calibration-steps", type=int, default=40)
     parser.add_argument("--scratch-epoch-images", type=int, default=5120)
     parser.add_argument("--tarball", type=Path, default=CIFAR)
@@ -483,7 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"Encoder small_cnn widths {args.widths} strides {args.strides} ({info['params']:,} "
         f"params, {backbone.out_dim}-d features); SimCLR batch {args.batch_size}, AdamW lr "
-        f"{args.lr:g}, on {args.train_size:,} CIFAR-10 train images"
+        f"{args.lr:g}, temperature {args.temperature:g}, {args.precision}, on "
+        f"{data['ssl_size']:,} unlabelled CIFAR-10 train images (labels drawn from the "
+        f"{args.train_size:,}-image train subset)"
     )
     print(
         f"SSL budget {info['budget_s'] / 60:g} min: {info['steps']} steps = "
