@@ -40,6 +40,7 @@ from quality.suites import labeling_candidates_suite
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
 from ssl_assets.assets.curate import DEFAULT_SPEC, admitted_catalog, curated_images, load_rows
+from ssl_assets.atomic import write_atomic
 from ssl_assets.audit import bias, coreset, diversity, plots
 from ssl_assets.audit.outcome import Outcome
 from ssl_assets.curation.contact_sheet import grid_png, markdown_image
@@ -104,9 +105,7 @@ def _report_path(lake: LakeResource, *parts: str) -> Path:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _record_run(
@@ -677,9 +676,7 @@ def labeling_candidates(
         columns=["image_id", "path", "thumbnail"],
     )
     csv_path = out_dir.parent / "candidates.csv"
-    tmp = csv_path.with_name("candidates.csv.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(csv_path)
+    write_atomic(csv_path, lambda tmp: table.to_csv(tmp, index=False))
     latest = _report_path(lake, "labeling_candidates", "latest.csv")
     shutil.copyfile(csv_path, latest)
     now = utcnow()

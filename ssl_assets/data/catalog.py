@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ssl_assets.atomic import write_atomic
 from ssl_assets.curation.hashing import pixel_hash
 from ssl_assets.data.canonical import CanonicalSpec, canonicalise, decode_rgb
 
@@ -82,17 +82,12 @@ def build_batch_catalog(
 
 def save_array_atomic(array: np.ndarray, path: Path) -> None:
     """np.save to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             np.save(fh, array)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, write)
 
 
 def rows_digest(image_ids: list[str], content_hashes: list[str]) -> str:
@@ -118,17 +113,7 @@ def save_staged_catalog(catalog: BatchCatalog, content_hashes: list[str], array_
         "digest": rows_digest(catalog.index["image_id"].tolist(), content_hashes),
         "index": catalog.index.to_dict(orient="list"),
     }
-    path = _sidecar(array_path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(sidecar, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(_sidecar(array_path), lambda tmp: tmp.write_text(json.dumps(sidecar)))
 
 
 def take_staged_catalog(

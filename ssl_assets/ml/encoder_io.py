@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ssl_assets.atomic import write_atomic
 from ssl_assets.ml.backbones import build_backbone
 
 #: file names, identical to `ssl_assets.ml.train.ENCODER_WEIGHTS` / `ENCODER_META` (a test
@@ -41,16 +40,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _replace_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_encoder(backbone: nn.Module, meta: Mapping[str, Any], out_dir: str | Path) -> Path:
     """Write `backbone` as `encoder.safetensors` + `encoder.json` in `out_dir` (train's format).
 
@@ -65,7 +54,7 @@ def save_encoder(backbone: nn.Module, meta: Mapping[str, Any], out_dir: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     weights = out / ENCODER_WEIGHTS
     tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    _replace_atomic(weights, lambda p: save_file(tensors, str(p)))
+    write_atomic(weights, lambda p: save_file(tensors, str(p)))
     full = {
         "backbone_kwargs": {},
         **dict(meta),
@@ -74,7 +63,7 @@ def save_encoder(backbone: nn.Module, meta: Mapping[str, Any], out_dir: str | Pa
         "weights_sha256": _sha256(weights),
     }
     meta_path = out / ENCODER_META
-    _replace_atomic(meta_path, lambda p: p.write_text(json.dumps(full, indent=2, default=str)))
+    write_atomic(meta_path, lambda p: p.write_text(json.dumps(full, indent=2, default=str)))
     return meta_path
 
 

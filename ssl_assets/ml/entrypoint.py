@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ssl_assets.atomic import write_atomic
 from ssl_assets.ml import distributed
 from ssl_assets.ml.train import TrainConfig, TrainResult, train
 
@@ -93,10 +94,7 @@ class TrainJob:
     def write(self, path: str | Path) -> Path:
         """Write the job as JSON (temp file + rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(self.to_dict(), indent=1)))
         return path
 
     @classmethod
@@ -229,9 +227,9 @@ def _write_rank_result(job: TrainJob, result: TrainResult) -> None:
         "encoder_path": str(result.encoder_path) if result.encoder_path else None,
         "model_sha256": result.model_sha256,
     }
-    tmp = out / f".result_rank{rank}.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out / f"result_rank{rank}.json")
+    write_atomic(
+        out / f"result_rank{rank}.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1))
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ssl_assets.atomic import write_atomic
 from ssl_assets.ml import distributed
 from ssl_assets.ml.augment import AUGMENTATION_PRESETS, build_augmentation, normalize, to_float
 from ssl_assets.ml.backbones import ResNetBackbone, SmallCNN, build_backbone
@@ -659,16 +660,6 @@ def _knn_two_fold(features: Tensor, labels: Tensor, k: int, temperature: float) 
     return 0.5 * (acc_ab + acc_ba)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def train(
     cfg: TrainConfig,
     train_data: Sequence[Part] | ImageSet,
@@ -1095,7 +1086,7 @@ def _write_encoder(
     output_dir.mkdir(parents=True, exist_ok=True)
     weights = output_dir / ENCODER_WEIGHTS
     meta_path = output_dir / ENCODER_META
-    _write_atomic(weights, lambda p: _write_tensors(p, backbone.state_dict()))
+    write_atomic(weights, lambda p: _write_tensors(p, backbone.state_dict()))
     meta = {
         "backbone": cfg.backbone,
         "backbone_kwargs": cfg.backbone_kwargs,
@@ -1114,5 +1105,5 @@ def _write_encoder(
         "config": cfg.to_dict(),
         "weights_sha256": _file_sha256(weights),
     }
-    _write_atomic(meta_path, lambda p: _write_json(p, meta))
+    write_atomic(meta_path, lambda p: _write_json(p, meta))
     return weights, meta_path

@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from ssl_assets.atomic import write_atomic
 from ssl_assets.data.canonical import CanonicalSpec
 from ssl_assets.ml.backbones import build_backbone
 from ssl_assets.ml.evaluate.lora import LORA_TYPES, merge_lora
@@ -39,16 +38,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def canonical_to_dict(spec: CanonicalSpec | Mapping[str, Any]) -> dict[str, Any]:
@@ -91,7 +80,7 @@ def save_finetuned(
     out.mkdir(parents=True, exist_ok=True)
     weights = out / MODEL_WEIGHTS
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic(weights, lambda p: save_file(tensors, str(p)))
+    write_atomic(weights, lambda p: save_file(tensors, str(p)))
     meta = {
         "format": MODEL_FORMAT,
         "backbone": backbone,
@@ -106,7 +95,9 @@ def save_finetuned(
         "weights_sha256": _sha256(weights),
     }
     meta_path = out / MODEL_META
-    _atomic(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2, default=_json_default)))
+    write_atomic(
+        meta_path, lambda p: p.write_text(json.dumps(meta, indent=2, default=_json_default))
+    )
     return meta_path
 
 
