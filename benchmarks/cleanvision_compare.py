@@ -45,17 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _cifar import SPLITS, batch_name, image_paths  # noqa: E402
 
+from ssl_assets.curation.quality import ISSUES  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_PNG = HERE / "out" / "cifar_cleanvision_disagreements.png"
-ISSUES = (
-    "dark",
-    "light",
-    "blurry",
-    "low_information",
-    "grayscale",
-    "odd_size",
-    "odd_aspect_ratio",
-)
 
 
 # -- 1 and 2: the two runs, each in its own process ------------------------------------------------

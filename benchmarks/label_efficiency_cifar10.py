@@ -64,7 +64,6 @@ import json
 import math
 import os
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -75,7 +74,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _cifar import CIFAR_TARBALL, CifarFile, read_cifar  # noqa: E402
 
 from ssl_assets.ml.backbones import build_backbone  # noqa: E402
 from ssl_assets.ml.encoder_io import load_encoder  # noqa: E402
@@ -93,7 +95,7 @@ from ssl_assets.ml.evaluate.efficiency import TABLE_COLUMNS  # noqa: E402
 from ssl_assets.ml.evaluate.probes import accuracy  # noqa: E402
 from ssl_assets.ml.train import TrainConfig, load_latest_checkpoint, train  # noqa: E402
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+CIFAR = CIFAR_TARBALL
 HEAD = {"hidden_dim": 256, "out_dim": 128, "temperature": 0.5}
 SCRATCH = "scratch/supervised"
 
@@ -105,38 +107,20 @@ def say(msg: str) -> None:
 # --------------------------------------------------------------------------- data
 
 
-def read_tarball(tarball: Path) -> dict[str, list[tuple[str, str, bytes]]]:
-    """`(class, file name, JPG bytes)` per split, sorted by class then name (one pass)."""
-    found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}
-    with tarfile.open(tarball, "r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if not member.isfile() or len(parts) != 3 or parts[0] not in found:
-                continue
-            if not parts[2].lower().endswith(".jpg"):
-                continue
-            handle = tar.extractfile(member)
-            if handle is not None:
-                found[parts[0]].append((parts[1], parts[2], handle.read()))
-    for files in found.values():
-        files.sort(key=lambda f: (f[0], f[1]))
-    return found
-
-
-def decode(files: list[tuple[str, str, bytes]], rows: np.ndarray) -> np.ndarray:
+def decode(files: list[CifarFile], rows: np.ndarray) -> np.ndarray:
     """The JPGs at `rows` as one uint8 N x 32 x 32 x 3 array (Pillow, RGB)."""
     out = np.empty((rows.size, 32, 32, 3), dtype=np.uint8)
     for i, r in enumerate(rows):
-        with Image.open(io.BytesIO(files[int(r)][2])) as im:
+        with Image.open(io.BytesIO(files[int(r)].data)) as im:
             out[i] = np.asarray(im.convert("RGB").resize((32, 32)))
     return out
 
 
 def prepare_data(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    files = read_tarball(args.tarball)
-    classes = sorted({f[0] for f in files["train"]})
+    files = read_cifar(args.tarball)  # per split, sorted by class then name
+    classes = sorted({f.label for f in files["train"]})
     code = {c: i for i, c in enumerate(classes)}
-    y_all = np.asarray([code[f[0]] for f in files["train"]], dtype=np.int64)
+    y_all = np.asarray([code[f.label] for f in files["train"]], dtype=np.int64)
     perm = np.random.default_rng(args.seed).permutation(len(files["train"]))
     if args.train_size + args.val_size > perm.size:
         raise ValueError("train subset + val split exceed the 50,000 CIFAR train images")
@@ -154,7 +138,7 @@ def prepare_data(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if args.test_size is None
         else np.sort(np.random.default_rng(args.seed).permutation(test_all)[: args.test_size])
     )
-    y_test = np.asarray([code[files["test"][int(r)][0]] for r in test_rows], dtype=np.int64)
+    y_test = np.asarray([code[files["test"][int(r)].label] for r in test_rows], dtype=np.int64)
     data = {
         "classes": classes,
         "train": decode(files["train"], train_rows),
