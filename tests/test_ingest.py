@@ -74,6 +74,10 @@ def build_bad_corpus(batch_dir: Path, outside: Path) -> dict[str, str | None]:
         floats, format="TIFF"
     )
     put("bad/float.tif", floats.getvalue(), "unsupported_mode")
+    # pixels decode, but its EXIF block (read to orient the image) is garbage
+    bad_exif = io.BytesIO()
+    random_image((16, 16), seed=5).save(bad_exif, format="PNG", exif=b"Exif\x00\x00garbage")
+    put("bad/bad_exif.png", bad_exif.getvalue(), "corrupt")
     # links: never followed
     write_image(outside / "secret.png", seed=9)
     os.symlink(outside / "secret.png", batch_dir / "bad" / "escape.png")
@@ -116,6 +120,8 @@ def test_bad_input_is_quarantined_with_reasons_and_raw_files_untouched(
     assert (ok.loc["good/photo.jpg", "width"], ok.loc["good/photo.jpg", "height"]) == (40, 30)
     assert ok.loc["deep/er/still/gray.bmp", "mode"] == "L"
     assert ok.loc["good/rgb.png", "image_id"] == image_id_for(batch, "good/rgb.png")
+    bad_exif = manifest.set_index("rel_path").loc["bad/bad_exif.png"]
+    assert bad_exif["detail"].startswith("cannot convert to RGB")
     # raw files: same bytes, same mtimes, nothing added or removed
     assert tree_snapshot(lake.landing_dir) == before
     # every gate passed, so the batch is admitted
@@ -231,3 +237,32 @@ def test_lake_paths_stay_inside_the_root(lake):
     assert lake.path("models", "m1") == lake.root_path / "models" / "m1"
     with pytest.raises(UnsafePathError):
         lake.path("..", "elsewhere")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a.png",
+        "dir/a.png",
+        "./a.png",
+        "dir//a.png",
+        "dir/./a.png",
+        "dir/",
+        "a\\b.png",
+        ".a.png",
+        "/etc/passwd",
+        "../a.png",
+        "dir/../../a.png",
+        "",
+        "...",
+    ],
+)
+def test_sidecar_paths_normalise_like_posix_paths(raw):
+    """The fast path for already-normal paths gives what PurePosixPath gives."""
+    from pathlib import PurePosixPath
+
+    from ssl_assets.data.sidecars import _normalise_rel_path
+
+    p = PurePosixPath(raw.replace("\\", "/"))
+    slow = None if p.is_absolute() or ".." in p.parts or not p.parts else p.as_posix()
+    assert _normalise_rel_path(raw) == (slow.removeprefix("./") if slow else None)
