@@ -346,3 +346,23 @@ def test_aspect_handling_is_explicit(aspect):
         assert out[:5].max() == 0 and out[-5:].max() == 0  # black bars above and below
     if aspect == "center_crop":
         assert out[:, 12:18].min() > 200  # the square fills the centre
+
+
+def test_semantic_tier_refuses_embeddings_of_another_pinned_embedder_version(lake, store, instance):
+    _land(lake, "old", _originals(range(1, 4)))
+    assert _ingest(lake, store, instance, "old").success
+    # as if "old" had been catalogued by an earlier version of the pinned embedder
+    with store.transaction() as con:
+        con.execute("UPDATE image_catalog SET embedder = 'pinned-v1:test' WHERE batch = 'old'")
+    _land(lake, "new", _originals(range(4, 6)))
+    assert _ingest(lake, store, instance, "new").success
+    result = materialize(
+        [duplicates],
+        instance=instance,
+        resources={"lake": lake, "metadata": store},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "pinned-v1:test" in failure and "re-materialize image_catalog" in failure
+    assert store.query("SELECT * FROM duplicates").empty

@@ -16,6 +16,8 @@ from ssl_assets.curation.hashing import (
     phash64,
     pixel_hash,
     popcount64,
+    resample_matrix,
+    resize,
 )
 from ssl_assets.curation.near_duplicates import DEFAULT_MAX_DISTANCE
 
@@ -121,3 +123,15 @@ def test_hamming_and_popcount():
     x = rng.integers(0, np.iinfo(np.uint64).max, 1000, dtype=np.uint64, endpoint=True)
     expected = [bin(int(v)).count("1") for v in x]
     assert popcount64(x).tolist() == expected
+
+
+def test_resize_to_the_same_size_is_exactly_the_identity():
+    """Like Pillow, an axis that keeps its size is not resampled: a 32x32 canonical image goes
+    into the hashes and the pinned embedding bit for bit (a Lanczos matrix is only nearly the
+    identity, and its residues used to flip gradient-orientation bins)."""
+    planes = np.random.default_rng(0).random((5, 32, 32))
+    assert np.array_equal(resize(planes, 32, 32), planes)
+    wide = np.random.default_rng(1).random((2, 32, 48))
+    assert np.array_equal(
+        resize(wide, 32, 32)[:, :, 0], (wide @ resample_matrix(48, 32).T)[:, :, 0]
+    )
