@@ -2,11 +2,18 @@
 
 Layout under `$SSL_LAKE` (default `./lake`):
 
-    landing/<batch>/...   what users drop in; never modified, moved or deleted by the pipeline
-    staging/<version>/    canonical arrays decoded while ingesting, taken over by the catalog
-    catalog/...           decoded canonical arrays (written by curation)
-    models/<model_id>/    weights + config
-    metadata.duckdb       the metadata store
+    landing/<batch>/...                what users drop in; never modified, moved or deleted
+    staging/<version>/<batch>.npy      canonical arrays decoded while ingesting
+    catalog/<version>/<batch>.npy      decoded canonical arrays (+ .pinned.npy embeddings)
+    embeddings/<model_id>/<version>.npy  frozen features of an encoder
+    checkpoints/<run>/, jobs/<run>.json  training state and the job a trainer reads
+    models/<model_id>/                 weights + config (+ MODEL_CARD.md)
+    reports/<asset>/...                pictures and CSVs the UI links to
+    metadata.duckdb                    the metadata store
+
+This module is the only one that knows these names: everything the metadata store records is
+relative to the lake root (so a copied or moved lake keeps working) and is turned into a path
+here, where nothing can escape the lake.
 
 Every name that comes from outside (a batch name, a relative path from a CSV) is checked here,
 so no path can escape the lake.
@@ -18,6 +25,8 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from dagster import ConfigurableResource
 
 LAKE_ENV = "SSL_LAKE"
@@ -111,3 +120,61 @@ class LakeResource(ConfigurableResource):
     def ensure(self) -> None:
         """Create the lake's top-level folders (never touches what is inside them)."""
         self.landing_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- every path rule of the lake -----------------------------------------------------------
+
+    @staticmethod
+    def catalog_array(version: str, batch: str) -> str:
+        """A batch's canonical pixels at `version`, relative to the root (as recorded)."""
+        return f"catalog/{version}/{validate_batch_name(batch)}.npy"
+
+    @staticmethod
+    def pinned_array(array_path: str) -> str:
+        """The pinned embeddings stored beside a catalog array."""
+        return array_path.removesuffix(".npy") + ".pinned.npy"
+
+    def staged_array(self, version: str, batch: str) -> Path:
+        """Where ingestion leaves a batch's decoded catalog for image_catalog to take over."""
+        return self.path("staging", version, f"{validate_batch_name(batch)}.npy")
+
+    @staticmethod
+    def embeddings_array(model_id: str, version: str) -> str:
+        """An encoder's frozen features of every curated image, relative to the root."""
+        return f"embeddings/{model_id}/{version}.npy"
+
+    @staticmethod
+    def model_rel(model_id: str) -> str:
+        """A model's directory relative to the root, as the registry records it."""
+        return f"models/{model_id}"
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.path(self.model_rel(model_id))
+
+    def checkpoint_dir(self, run_key: str) -> Path:
+        return self.path("checkpoints", run_key)
+
+    def job_file(self, run_key: str) -> Path:
+        return self.path("jobs", f"{run_key}.json")
+
+    def report_path(self, *parts: str) -> Path:
+        """A file under reports/ (its folder created)."""
+        path = self.path("reports", *parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def read_rows(self, catalog: pd.DataFrame, suffix: str = ".npy") -> np.ndarray:
+        """Rows of the per-batch arrays (pixels, or `.pinned.npy` embeddings) for catalog rows
+        (`array_path`, `array_row`), in the rows' order; arrays are memory-mapped."""
+        from ssl_assets.data.catalog import load_array
+
+        if catalog.empty:
+            return np.empty((0,))
+        parts, order = [], []
+        for array_path, rows in catalog.reset_index(drop=True).groupby("array_path", sort=False):
+            array = load_array(self.path(array_path.removesuffix(".npy") + suffix))
+            parts.append(np.asarray(array[rows["array_row"].to_numpy()]))
+            order.append(rows.index.to_numpy())
+        stacked = np.concatenate(parts)
+        out = np.empty_like(stacked)
+        out[np.argsort(np.concatenate(order), kind="stable")] = stacked
+        return out
