@@ -1,9 +1,11 @@
-"""Gate helpers: validate, record the outcome in DuckDB, return an `AssetCheckResult`.
+"""The one gate path: a verdict is decided, recorded in DuckDB, and returned to Dagster.
 
-A gate is either a GX suite over a DataFrame or a metric rule (a value against a threshold, or
-against the previous run's value from `stage_metrics`). Both write one `gate_results` row with
-the details a person needs to see *why* it failed, and return the same details as check
-metadata, so the Dagster UI and `select * from gate_results` tell the same story.
+A gate is a GX suite over a DataFrame (`suite_verdict`), a metric against bounds or its previous
+value (`bounds_verdict`), several metrics against floors (`floors_verdict`), or a rule decided
+in plain code (audits, the promotion rule) that returns a `quality.verdict.Verdict` itself.
+`record_check` then writes one `gate_results` row with the details a person needs to see *why*
+and returns the same details as an `AssetCheckResult`, keyed by check name. Every default
+threshold lives in `quality.thresholds`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
+from quality.verdict import Verdict
 from resources.metadata import MetadataStore
 
 SAMPLE_VALUES = 5
@@ -51,10 +54,6 @@ def gx_modules() -> tuple[Any, Any]:
     import great_expectations.expectations as gxe
 
     return gx, gxe
-
-
-def _severity(blocking: bool) -> AssetCheckSeverity:
-    return AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
 
 
 def _jsonable(value: Any) -> Any:
@@ -131,113 +130,76 @@ def _describe_failures(failed: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def suite_gate(
-    store: MetadataStore,
+# -- verdicts: decided in plain code, one per kind of gate ------------------------------------------
+
+
+def suite_verdict(
     df: pd.DataFrame,
     *,
-    asset: str,
     check_name: str,
     suite_name: str,
     expectations: list[Any],
-    partition: str | None,
-    run_id: str | None,
-    blocking: bool = True,
     extra_details: dict[str, Any] | None = None,
-) -> AssetCheckResult:
-    """Run a GX suite as a gate: record it in `gate_results` and return the check result."""
+) -> Verdict:
+    """Validate `df` against a GX suite: passed when every expectation holds."""
     summary = run_suite(df, suite_name, expectations)
-    details = {**summary, **(extra_details or {})}
     passed = summary["success"]
     description = (
         f"{summary['successful']}/{summary['evaluated']} expectations passed"
         if passed
         else f"failed: {_describe_failures(summary['failed'])}"
     )
-    details["description"] = description
-    store.record_gate(
-        asset, check_name, partition, passed, _severity(blocking).value, details, run_id
-    )
-    return AssetCheckResult(
+    return Verdict(
         check_name=check_name,
         passed=passed,
-        severity=_severity(blocking),
+        metric=None,
+        value=None,
         description=description,
-        metadata={
-            "suite": suite_name,
-            "evaluated_expectations": summary["evaluated"],
-            "successful_expectations": summary["successful"],
-            "rows_validated": summary["rows"],
-            "failed_expectations": MetadataValue.json(summary["failed"]),
-            **{k: v for k, v in (extra_details or {}).items() if isinstance(v, int | float | str)},
-        },
+        details={**summary, **(extra_details or {})},
     )
 
 
-def metric_gate(
-    store: MetadataStore,
+def bounds_verdict(
     *,
-    asset: str,
     check_name: str,
     metric: str,
     value: float,
-    partition: str | None,
-    run_id: str | None,
     min_value: float | None = None,
     max_value: float | None = None,
+    previous: float | None = None,
     max_drop_from_previous: float | None = None,
-    blocking: bool = True,
-) -> AssetCheckResult:
-    """A value against fixed bounds and/or against the previous run's value of the same metric.
-
-    `max_drop_from_previous` compares with the latest earlier `stage_metrics` row for this asset
-    and metric (any partition when `partition` is None): the gate fails when the value fell by
-    more than that amount.
-    """
+) -> Verdict:
+    """A value against fixed bounds and/or against its previous value: fails when below
+    `min_value`, above `max_value`, or fallen by more than `max_drop_from_previous` from
+    `previous` (the caller reads it, e.g. `MetadataStore.previous_metric`)."""
     problems = []
     if min_value is not None and not value >= min_value:
         problems.append(f"{metric}={value:.6g} is below the minimum {min_value:.6g}")
     if max_value is not None and not value <= max_value:
         problems.append(f"{metric}={value:.6g} is above the maximum {max_value:.6g}")
-    previous = None
-    if max_drop_from_previous is not None:
-        previous = store.previous_metric(asset, metric, partition=partition, exclude_run=run_id)
-        if previous is not None and previous - value > max_drop_from_previous:
+    if max_drop_from_previous is not None and previous is not None:
+        if previous - value > max_drop_from_previous:
             problems.append(
                 f"{metric}={value:.6g} dropped by {previous - value:.6g} from the previous "
                 f"{previous:.6g} (allowed {max_drop_from_previous:.6g})"
             )
-    passed = not problems
-    details = {
-        "metric": metric,
-        "value": value,
+    bounds = {
         "min_value": min_value,
         "max_value": max_value,
         "previous": previous,
         "max_drop_from_previous": max_drop_from_previous,
-        "description": "; ".join(problems) or f"{metric}={value:.6g} within bounds",
     }
-    store.record_gate(
-        asset, check_name, partition, passed, _severity(blocking).value, details, run_id
-    )
-    return AssetCheckResult(
+    return Verdict(
         check_name=check_name,
-        passed=passed,
-        severity=_severity(blocking),
-        description=details["description"],
-        metadata={k: v for k, v in details.items() if v is not None and k != "description"},
+        passed=not problems,
+        description="; ".join(problems) or f"{metric}={value:.6g} within bounds",
+        metric=metric,
+        value=float(value),
+        details={k: v for k, v in bounds.items() if v is not None},
     )
 
 
-def floors_gate(
-    store: MetadataStore,
-    *,
-    asset: str,
-    check_name: str,
-    values: dict[str, tuple[float, float]],
-    partition: str | None,
-    run_id: str | None,
-    blocking: bool = True,
-) -> AssetCheckResult:
+def floors_verdict(*, check_name: str, values: dict[str, tuple[float, float]]) -> Verdict:
     """Several metrics, each against its floor: `values` maps name -> (value, minimum).
     Fails when any is below, naming every one that is."""
     problems = [
@@ -245,25 +207,60 @@ def floors_gate(
         for name, (value, floor) in values.items()
         if not value >= floor
     ]
-    passed = not problems
     description = "; ".join(problems) or ", ".join(
         f"{name}={value:.4g} ≥ {floor:.4g}" for name, (value, floor) in values.items()
     )
-    details = {
-        "values": {k: v for k, (v, _) in values.items()},
-        "floors": {k: f for k, (_, f) in values.items()},
-        "description": description,
-    }
-    store.record_gate(
-        asset, check_name, partition, passed, _severity(blocking).value, details, run_id
-    )
-    return AssetCheckResult(
+    return Verdict(
         check_name=check_name,
-        passed=passed,
-        severity=_severity(blocking),
+        passed=not problems,
+        metric=None,
+        value=None,
         description=description,
-        metadata={
+        details={
             **{k: float(v) for k, (v, _) in values.items()},
             **{f"{k}_floor": float(f) for k, (_, f) in values.items()},
         },
+    )
+
+
+# -- the one path from a verdict to DuckDB and Dagster ----------------------------------------------
+
+
+def record_check(
+    store: MetadataStore,
+    asset: str,
+    verdict: Verdict,
+    *,
+    partition: str | None,
+    run_id: str | None,
+    blocking: bool = True,
+) -> AssetCheckResult:
+    """Record `verdict` in `gate_results` and return it as an `AssetCheckResult` (severity
+    ERROR when `blocking`, else WARN). Every gate of the pipeline goes through here, so the
+    Dagster UI and `select * from gate_results` tell the same story."""
+    severity = AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
+    details = {
+        "metric": verdict.metric,
+        "value": verdict.value,
+        **verdict.details,
+        "description": verdict.description,
+    }
+    store.record_gate(
+        asset, verdict.check_name, partition, verdict.passed, severity.value, details, run_id
+    )
+    shown: dict[str, Any] = {}
+    for key, value in details.items():
+        if key == "description" or value is None:
+            continue
+        value = _jsonable(value)
+        if isinstance(value, bool | int | float | str):
+            shown[key] = value
+        elif isinstance(value, list | dict):
+            shown[key] = MetadataValue.json(value)
+    return AssetCheckResult(
+        check_name=verdict.check_name,
+        passed=verdict.passed,
+        severity=severity,
+        description=verdict.description,
+        metadata=shown,
     )

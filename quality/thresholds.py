@@ -48,3 +48,14 @@ AUDIT_DRIFT_ALPHA = 0.01
 # aspect ratio and issue flags alone, with lift (balanced accuracy - chance) / (1 - chance) at
 # or above this, is a shortcut: the encoder can separate the groups by image statistics.
 AUDIT_MAX_SHORTCUT_LIFT = 0.5
+
+# champion_model: a challenger replaces the champion only when the lower bound of the 95 %
+# paired-bootstrap interval of its val-accuracy difference is at least -tolerance (equal within
+# noise may replace, clearly worse may not) ...
+CHAMPION_TOLERANCE = 0.01
+# ... its largest accuracy gap between subgroups of an attribute on val is at most this ...
+CHAMPION_MAX_SUBGROUP_GAP = 0.15
+# ... counting only subgroups with at least this many val images (smaller ones are noise) ...
+CHAMPION_MIN_GROUP_SIZE = 10
+# ... estimated from this many bootstrap resamples of the val images.
+CHAMPION_BOOTSTRAP_RESAMPLES = 1000

@@ -15,5 +15,5 @@ a notebook or a benchmark.
   per-subgroup image statistics and a shortcut probe (does brightness & co. predict the group?);
 - `coreset`: k-center greedy selection of the images whose labels would help most;
 - `plots`: the PNGs the Dagster UI shows (matplotlib, imported lazily);
-- `outcome`: a gate's verdict (`Outcome`), decided here and only recorded by the assets.
+Each gate's verdict is decided here as a `quality.verdict.Verdict` and only recorded by the assets.
 """

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ssl_assets.audit.outcome import Outcome
+from quality.verdict import Verdict
 from ssl_assets.curation.hashing import check_batch, grayscale
 
 RESERVED_KEYS = frozenset({"split"})
@@ -303,12 +303,12 @@ class BiasReport:
     no_attributes_reason: str | None = None
     limits: dict[str, float] = field(default_factory=dict)
 
-    def gates(self) -> list[Outcome]:
+    def gates(self) -> list[Verdict]:
         """Share floor, drift and shortcut verdicts (all pass, with the reason, when there is
         nothing to audit)."""
         if self.no_attributes_reason:
             return [
-                Outcome(name, True, metric, None, self.no_attributes_reason, {"attributes": 0})
+                Verdict(name, True, metric, None, self.no_attributes_reason, {"attributes": 0})
                 for name, metric in (
                     ("subgroup_share_floor", "min_subgroup_share"),
                     ("subgroup_drift", "max_drift_tv"),
@@ -317,7 +317,7 @@ class BiasReport:
             ]
         return [self._floor(), self._drift(), self._shortcut()]
 
-    def _floor(self) -> Outcome:
+    def _floor(self) -> Verdict:
         floor = self.limits["min_subgroup_share"]
         overall = self.shares[(self.shares["scope"] == "all") & self.shares["share"].notna()]
         worst = overall.sort_values(["share", "attribute", "subgroup"]).head(1)
@@ -337,11 +337,11 @@ class BiasReport:
             text = f"{len(low)} subgroup(s) below the share floor {floor:.2%}: " + ", ".join(
                 details["below_floor"][:5]
             )
-        return Outcome(
+        return Verdict(
             "subgroup_share_floor", low.empty, "min_subgroup_share", value, text, details
         )
 
-    def _drift(self) -> Outcome:
+    def _drift(self) -> Verdict:
         tested = self.drift[self.drift["tv_distance"].notna()]
         drifted = tested[tested["drifted"]]
         details = {
@@ -357,7 +357,7 @@ class BiasReport:
         if tested.empty:
             reasons = sorted(set(self.drift["skipped_reason"].dropna())) or ["nothing to compare"]
             text = "no drift test possible: " + "; ".join(reasons)
-            return Outcome("subgroup_drift", True, "max_drift_tv", value, text, details)
+            return Verdict("subgroup_drift", True, "max_drift_tv", value, text, details)
         if drifted.empty:
             text = (
                 f"newest batch {details['newest_batch']}: largest share shift tv={value:.3f} "
@@ -367,9 +367,9 @@ class BiasReport:
             text = f"newest batch {details['newest_batch']} shifted subgroup shares: " + ", ".join(
                 details["drifted"]
             )
-        return Outcome("subgroup_drift", drifted.empty, "max_drift_tv", value, text, details)
+        return Verdict("subgroup_drift", drifted.empty, "max_drift_tv", value, text, details)
 
-    def _shortcut(self) -> Outcome:
+    def _shortcut(self) -> Verdict:
         probed = self.probes[self.probes["lift"].notna()]
         flagged = probed[probed["shortcut"]]
         value = float(probed["lift"].max()) if len(probed) else None
@@ -393,12 +393,12 @@ class BiasReport:
             text = "attributes predictable from image statistics alone: " + ", ".join(
                 details["shortcuts"]
             )
-        return Outcome(
+        return Verdict(
             "attribute_shortcut", flagged.empty, "max_shortcut_lift", value, text, details
         )
 
 
-def bias_audit(
+def measure_bias(
     images: pd.DataFrame,
     attributes: pd.DataFrame,
     newest_batch: str | None,
@@ -524,3 +524,60 @@ def bias_audit(
         metrics=metrics,
         limits=limits,
     )
+
+
+def audit_frame(
+    curated: pd.DataFrame, pixels: np.ndarray, issue_pairs: pd.DataFrame, issues: list[str]
+) -> pd.DataFrame:
+    """The per-image frame `measure_bias` reads: batch, split, include, the image statistics
+    and an `is_<issue>` flag per quality issue. `curated` holds image_id, batch, split, include,
+    orig_height, orig_width (aligned with `pixels`); `issue_pairs` holds (image_id, issue)."""
+    stats = image_statistics(pixels, curated[["orig_height", "orig_width"]].to_numpy())
+    ids = curated["image_id"].astype(str)
+    flags = pd.DataFrame(
+        {
+            f"is_{issue}": ids.isin(set(issue_pairs.loc[issue_pairs["issue"] == issue, "image_id"]))
+            for issue in issues
+        }
+    ).reset_index(drop=True)
+    return pd.concat(
+        [curated[["image_id", "batch", "split", "include"]].reset_index(drop=True), stats, flags],
+        axis=1,
+    )
+
+
+DRIFT_COLUMNS = [
+    "attribute",
+    "newest_batch",
+    "newest_images",
+    "earlier_images",
+    "tv_distance",
+    "chi2",
+    "dof",
+    "p_value",
+    "drifted",
+    "skipped_reason",
+]
+PROBE_COLUMNS = [
+    "attribute",
+    "images",
+    "classes",
+    "chance",
+    "balanced_accuracy",
+    "lift",
+    "top_feature",
+    "shortcut",
+    "skipped_reason",
+]
+
+
+def report_tables(report: BiasReport) -> dict[str, pd.DataFrame]:
+    """What the store records of a bias audit, by table (nothing when no attribute exists)."""
+    if not report.attributes:
+        return {}
+    return {
+        "bias_groups": report.shares,
+        "bias_drift": report.drift[DRIFT_COLUMNS],
+        "bias_group_stats": report.stats,
+        "bias_shortcuts": report.probes[PROBE_COLUMNS],
+    }

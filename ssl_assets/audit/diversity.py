@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ssl_assets.audit.outcome import Outcome
+from quality.verdict import Verdict
 
 DEFAULT_KNN = 10
 DEFAULT_MERGE_SIMILARITY = 0.95
@@ -227,7 +228,7 @@ class DiversityReport:
         return out
 
 
-def diversity_audit(
+def measure_diversity(
     embeddings: np.ndarray,
     n_clusters: int | None = None,
     merge_similarity: float = DEFAULT_MERGE_SIMILARITY,
@@ -286,7 +287,7 @@ def diversity_gates(
     min_cluster_entropy: float,
     max_largest_cluster_share: float,
     min_images: int,
-) -> list[Outcome]:
+) -> list[Verdict]:
     """The two diversity gates: entropy at least a floor, largest cluster at most a ceiling.
 
     With fewer than `min_images` images both pass and say so: k-means on a handful of images
@@ -307,13 +308,13 @@ def diversity_gates(
             "diversity, so this gate passes without judging"
         )
         return [
-            Outcome("cluster_entropy_floor", True, "cluster_entropy", entropy, why, common),
-            Outcome("largest_cluster_ceiling", True, "largest_cluster_share", largest, why, common),
+            Verdict("cluster_entropy_floor", True, "cluster_entropy", entropy, why, common),
+            Verdict("largest_cluster_ceiling", True, "largest_cluster_share", largest, why, common),
         ]
     ok_entropy = entropy >= min_cluster_entropy
     ok_largest = largest <= max_largest_cluster_share
     return [
-        Outcome(
+        Verdict(
             "cluster_entropy_floor",
             ok_entropy,
             "cluster_entropy",
@@ -324,7 +325,7 @@ def diversity_gates(
             + ("" if ok_entropy else ": the train split is dominated by few modes"),
             {**common, "min_value": min_cluster_entropy},
         ),
-        Outcome(
+        Verdict(
             "largest_cluster_ceiling",
             ok_largest,
             "largest_cluster_share",
@@ -336,3 +337,59 @@ def diversity_gates(
             {**common, "max_value": max_largest_cluster_share},
         ),
     ]
+
+
+def score_tables(
+    report: DiversityReport, train: pd.DataFrame, stamp: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows `diversity_scores` (one per train image) and `diversity_clusters` (one per
+    merged cluster) record; `train` holds image_id and batch in the audited order."""
+    per_image = report.per_image
+    ids = train["image_id"].to_numpy(object)
+    scores = pd.DataFrame(
+        {
+            "image_id": ids,
+            "batch": train["batch"].to_numpy(object),
+            **{
+                c: per_image[c].to_numpy()
+                for c in ("cluster", "kmeans_cluster", "outlier_score", "typicality")
+            },
+            "nn_similarity": per_image["nn_similarity"].to_numpy(),
+            "nn_image_id": [ids[i] if i >= 0 else None for i in per_image["nn_index"]],
+            "redundant": per_image["redundant"].to_numpy(),
+            "x": per_image["x"].to_numpy(),
+            "y": per_image["y"].to_numpy(),
+            **stamp,
+        }
+    )
+    clusters = report.clusters.assign(
+        medoid_id=[ids[i] for i in report.clusters["medoid"]], **stamp
+    ).drop(columns="medoid")
+    return scores, clusters
+
+
+def sample_rows(
+    report: DiversityReport, read_rows: Callable[[np.ndarray], np.ndarray]
+) -> list[tuple[str, list[np.ndarray]]]:
+    """Captioned rows of images for a contact sheet: the most typical images of the largest
+    and smallest clusters, and the images with the highest outlier scores. `read_rows(positions)`
+    returns the pixels of the audited images at those positions (only those are read)."""
+    n = len(report.per_image)
+    largest = report.examples("largest")
+    shown = {cluster for cluster, _, _ in largest}
+    smallest = [
+        e for e in report.examples("smallest", clusters=3 + len(shown)) if e[0] not in shown
+    ]
+    examples = [("largest", e) for e in largest] + [("smallest", e) for e in smallest[:3]]
+    outliers = report.per_image["outlier_score"].dropna().sort_values(ascending=False).index[:8]
+    wanted = sorted({int(p) for _, e in examples for p in e[2]} | {int(p) for p in outliers})
+    if not wanted:
+        return []
+    pixels = read_rows(np.asarray(wanted))
+    where = {p: k for k, p in enumerate(wanted)}
+    rows = []
+    for which, (cluster, size, positions) in examples:
+        caption = f"{which}: cluster {cluster} ({size} images, {size / n:.1%})"
+        rows.append((caption, [pixels[where[int(p)]] for p in positions]))
+    rows.append(("highest outlier scores", [pixels[where[int(p)]] for p in outliers]))
+    return rows
