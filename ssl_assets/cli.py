@@ -44,12 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_pipeline(args.lake, args.profile)
     if args.command == "summary":
-        from resources.lake import LakeResource
-        from resources.metadata import MetadataStore
         from ssl_assets.pipeline import batch_summary
 
-        lake = LakeResource(root=args.lake) if args.lake else LakeResource.from_env()
-        print(batch_summary(MetadataStore(path=str(lake.metadata_path))))
+        print(batch_summary(_store(args.lake)))
         return 0
     if args.command == "champion":
         return _champion(args.lake, args.action, args.model_id, args.why)
@@ -58,18 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     return _sql(args.lake, args.query)
 
 
-def _store(lake_root: str | None):
+def _lake(lake_root: str | None):
     from resources.lake import LakeResource
+
+    return LakeResource(root=lake_root) if lake_root else LakeResource.from_env()
+
+
+def _store(lake_root: str | None):
     from resources.metadata import MetadataStore
 
-    lake = LakeResource(root=lake_root) if lake_root else LakeResource.from_env()
-    return MetadataStore(path=str(lake.metadata_path))
+    return MetadataStore(path=str(_lake(lake_root).metadata_path))
 
 
 def _champion(lake_root: str | None, action: str, model_id: str | None, why: str) -> int:
     import getpass
-
-    from ssl_assets.registry import current_champion, set_champion
 
     store = _store(lake_root)
     if action in ("restore", "promote"):
@@ -77,36 +76,34 @@ def _champion(lake_root: str | None, action: str, model_id: str | None, why: str
             print(f"usage: ssl-assets champion {action} MODEL_ID", file=sys.stderr)
             return 2
         try:
-            previous = set_champion(
-                store, model_id, action, [f"{action} by {getpass.getuser()}: {why}".strip()], None
+            previous = store.set_champion(
+                model_id, action, [f"{action} by {getpass.getuser()}: {why}".strip()], None
             )
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"{model_id} is the champion again (was: {previous or 'none'})")
-    champion = current_champion(store)
+    champion = store.current_champion()
     print(f"champion: {champion['model_id'] if champion is not None else 'none'}")
-    history = store.query(
-        "SELECT decided_at, challenger_id, champion_id, promoted, decided_by, "
-        "round(challenger_val, 3) AS challenger_val, round(champion_val, 3) AS champion_val "
-        "FROM promotions ORDER BY decided_at"
-    )
+    history = store.promotions().drop(columns=["delta_low", "delta_high", "reasons"])
     print(history.to_string(index=False) if len(history) else "no decisions yet")
     return 0
 
 
 def _predict(lake_root: str | None, args) -> int:
     from ssl_assets import predict_cli
-    from ssl_assets.registry import champion_dir
 
     if args.model:
         model_dir = args.model
     else:
-        try:
-            model_dir = str(champion_dir(_store(lake_root)))
-        except LookupError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        champion = _store(lake_root).current_champion()
+        if champion is None:
+            print(
+                "error: there is no champion yet: run the pipeline (make run) first",
+                file=sys.stderr,
+            )
             return 2
+        model_dir = str(_lake(lake_root).path(champion["path"]))
     extra = [*(["--embed"] if args.embed else []), *(["--json"] if args.json else [])]
     return predict_cli.main([model_dir, *args.images, *extra])
 

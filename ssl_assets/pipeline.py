@@ -2,14 +2,17 @@
 
 Runs go through real jobs on a real Dagster instance (`$DAGSTER_HOME`, else an ephemeral one), so
 what the command did is visible afterwards in `dagster dev`: the same runs, checks and metadata.
+The Definitions are built for the chosen profile (`build_definitions`), so `--profile X` runs
+exactly what `SSL_PROFILE=X dagster dev` would.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions
 
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
@@ -44,114 +47,67 @@ def land_default_data(lake: LakeResource, profile: Profile) -> list[str]:
     )
 
 
-def settled_batches(store: MetadataStore) -> set[str]:
-    """Batches with nothing left to do: rejected by their gate, or admitted and catalogued."""
-    from ssl_assets.assets.curate import DEFAULT_SPEC
-
-    settled = store.query(
-        "SELECT batch FROM batch_status WHERE NOT admitted UNION "
-        "SELECT DISTINCT batch FROM image_catalog WHERE version = ?",
-        [DEFAULT_SPEC.version],
+def _run(defs: Definitions, job: str, instance: DagsterInstance, label: str, **kwargs) -> BatchRun:
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False, **kwargs
     )
-    return set(settled["batch"])
+    return BatchRun(label, result.run_id, result.success)
 
 
 def ingest_ready_batches(
-    lake: LakeResource,
-    store: MetadataStore,
-    instance: DagsterInstance,
-    reingest: bool = False,
+    defs: Definitions, instance: DagsterInstance, reingest: bool = False
 ) -> list[BatchRun]:
     """Add a partition per ready batch and run `ingest_batch` for each batch not yet ingested."""
-    from ssl_assets.definitions import defs
-
+    resources = defs.resources
+    lake, store = resources["lake"], resources["metadata"]
     ready = lake.ready_batches()
     known = set(instance.get_dynamic_partitions(batch_partitions.name))
     new_keys = [b for b in ready if b not in known]
     if new_keys:
         instance.add_dynamic_partitions(batch_partitions.name, new_keys)
-    done = set() if reingest else settled_batches(store)
-    job = defs.resolve_job_def("ingest_batch")
-    runs = []
-    for batch in ready:
-        if batch in done:
-            continue
-        result = job.execute_in_process(
-            partition_key=batch,
-            instance=instance,
-            resources={"lake": lake, "metadata": store},
-            run_config=QUIET,
-            raise_on_error=False,
-        )
-        runs.append(BatchRun(batch, result.run_id, result.success))
-    return runs
+    done = set() if reingest else store.settled_batches(resources["image_spec"].version)
+    return [
+        _run(defs, "ingest_batch", instance, batch, partition_key=batch)
+        for batch in ready
+        if batch not in done
+    ]
 
 
-def curate(lake: LakeResource, store: MetadataStore, instance: DagsterInstance) -> BatchRun:
-    """Run `curate_and_audit` over every admitted, catalogued image (incremental by design)."""
-    from ssl_assets.definitions import defs
-
-    result = defs.resolve_job_def("curate_and_audit").execute_in_process(
-        instance=instance,
-        resources={"lake": lake, "metadata": store},
-        run_config=QUIET,
-        raise_on_error=False,
-    )
-    return BatchRun("all admitted", result.run_id, result.success)
-
-
-def maybe_retrain(
-    lake: LakeResource, store: MetadataStore, instance: DagsterInstance, profile: Profile
-) -> BatchRun | None:
+def maybe_retrain(defs: Definitions, instance: DagsterInstance) -> BatchRun | None:
     """Run `retrain_evaluate` when the retrain policy says the new data is worth it."""
-    from ssl_assets.definitions import defs
-    from ssl_assets.registry import retrain_inputs
     from ssl_assets.retrain_policy import retrain_decision
 
+    store, profile = defs.resources["metadata"], defs.resources["profile"]
     decision = retrain_decision(
-        **retrain_inputs(store), min_new_images=profile.retrain_min_new_images
+        **store.retrain_inputs(), min_new_images=profile.retrain_min_new_images
     )
     print(f"retrain policy: {'retrain' if decision.retrain else 'no retrain'} ({decision.reason})")
     if not decision.retrain:
         return None
-    result = defs.resolve_job_def("retrain_evaluate").execute_in_process(
-        instance=instance,
-        resources={"lake": lake, "metadata": store},
-        run_config=QUIET,
-        raise_on_error=False,
-    )
-    return BatchRun("retrain_evaluate", result.run_id, result.success)
+    return _run(defs, "retrain_evaluate", instance, "retrain_evaluate")
+
+
+def _verdict(passed: bool, severity: str) -> str:
+    return "pass" if passed else ("FAIL" if severity == "ERROR" else "warn")
 
 
 def audit_summary(store: MetadataStore) -> str:
     """Each audit gate's latest verdict, and why."""
-    gates = store.query(
-        "SELECT asset, check_name, passed, severity, details FROM gate_results "
-        "WHERE asset IN ('diversity_audit', 'bias_audit', 'labeling_candidates') "
-        "QUALIFY row_number() OVER (PARTITION BY asset, check_name ORDER BY recorded_at DESC) = 1 "
-        "ORDER BY asset, check_name"
+    gates = store.latest_gate_verdicts(
+        ["diversity_audit", "bias_audit", "labeling_candidates"], per_partition=False
     )
     if gates.empty:
         return "no audits yet"
-    import json
-
     lines = ["audits:"]
     for g in gates.itertuples():
-        verdict = "pass" if g.passed else ("FAIL" if g.severity == "ERROR" else "warn")
         why = json.loads(g.details or "{}").get("description", "")
-        lines.append(f"  {g.asset}.{g.check_name}: {verdict} — {why[:110]}")
+        lines.append(f"  {g.asset}.{g.check_name}: {_verdict(g.passed, g.severity)} — {why[:110]}")
     return "\n".join(lines)
 
 
 def evaluation_summary(store: MetadataStore) -> str:
     """The label-efficiency table of the newest evaluated encoder and the champion's metrics."""
-    table = store.query(
-        "SELECT budget, method, round(avg(n_labels)) AS labels, "
-        "round(avg(accuracy), 3) AS test_acc, round(coalesce(stddev_samp(accuracy), 0), 3) AS std, "
-        "count(*) AS seeds FROM probes "
-        "WHERE model_id = (SELECT model_id FROM probes ORDER BY recorded_at DESC LIMIT 1) "
-        "GROUP BY ALL ORDER BY labels, method"
-    )
+    table = store.latest_probe_summary()
     if table.empty:
         return "no evaluation yet"
     lines = ["label efficiency (test accuracy, mean ± std over label draws):"]
@@ -160,25 +116,18 @@ def evaluation_summary(store: MetadataStore) -> str:
         lines.append(
             f"{r.budget:<12} {int(r.labels):>6}  {r.method:<20} {r.test_acc:.3f} ± {r.std:.3f}"
         )
-    champion = store.query(
-        "SELECT model_id, metrics, reason FROM models WHERE kind = 'finetuned' "
-        "AND status = 'champion' ORDER BY created_at DESC LIMIT 1"
-    )
-    if champion.empty:
+    champion = store.current_champion()
+    if champion is None:
         lines.append("champion: none")
     else:
-        import json
-
-        m = json.loads(champion["metrics"].iloc[0] or "{}")
+        m = json.loads(champion["metrics"] or "{}")
         lines.append(
-            f"champion {champion['model_id'].iloc[0]}: test accuracy {m.get('accuracy', float('nan')):.3f}, "
-            f"ECE {m.get('ece', float('nan')):.3f} — {champion['reason'].iloc[0]}"
+            f"champion {champion['model_id']}: test accuracy {m.get('accuracy', float('nan')):.3f}, "
+            f"ECE {m.get('ece', float('nan')):.3f} — {champion['reason']}"
         )
-    decision = store.query(
-        "SELECT challenger_id, promoted, reasons FROM promotions ORDER BY decided_at DESC LIMIT 1"
-    )
-    if len(decision):
-        d = decision.iloc[0]
+    decisions = store.promotions()
+    if len(decisions):
+        d = decisions.iloc[-1]
         verdict = "promoted" if d["promoted"] else "refused"
         lines.append(f"last decision: {d['challenger_id']} {verdict}")
     return "\n".join(lines)
@@ -186,7 +135,7 @@ def evaluation_summary(store: MetadataStore) -> str:
 
 def curation_summary(store: MetadataStore) -> str:
     """Per batch: included per split and excluded per reason; then the curation gates."""
-    curated = store.query("SELECT batch, split, include, reasons FROM curated_images")
+    curated = store.curated_images()
     if curated.empty:
         return "nothing curated yet"
     lines = [f"{'batch':<16} {'train':>6} {'val':>6} {'test':>6} {'excl.':>6}  exclusion reasons"]
@@ -199,11 +148,7 @@ def curation_summary(store: MetadataStore) -> str:
             f"{batch:<16} {inc.get('train', 0):>6} {inc.get('val', 0):>6} {inc.get('test', 0):>6} "
             f"{len(out):>6}  {reason_text}"
         )
-    gates = store.query(
-        "SELECT check_name, passed, details FROM gate_results WHERE asset = 'curated_images' "
-        "QUALIFY row_number() OVER (PARTITION BY check_name ORDER BY recorded_at DESC) = 1 "
-        "ORDER BY check_name"
-    )
+    gates = store.latest_gate_verdicts(["curated_images"], per_partition=False)
     lines.append(
         "gates: "
         + ", ".join(f"{g.check_name}={'pass' if g.passed else 'FAIL'}" for g in gates.itertuples())
@@ -213,19 +158,11 @@ def curation_summary(store: MetadataStore) -> str:
 
 def batch_summary(store: MetadataStore) -> str:
     """Per batch: files, ok, quarantined by reason, each gate's latest outcome, admission."""
-    status = store.query("SELECT * FROM batch_status ORDER BY batch")
+    status = store.batch_status()
     if status.empty:
         return "no batches ingested yet"
-    reasons = store.query(
-        "SELECT batch, reason, count(*) AS n FROM images WHERE status = 'quarantined' "
-        "GROUP BY ALL ORDER BY batch, n DESC"
-    )
-    gates = store.query(
-        "SELECT partition AS batch, check_name, passed FROM gate_results "
-        "WHERE asset = 'raw_images' "
-        "QUALIFY row_number() OVER (PARTITION BY partition, check_name ORDER BY recorded_at DESC) = 1 "
-        "ORDER BY batch, check_name"
-    )
+    reasons = store.quarantine_counts()
+    gates = store.latest_gate_verdicts(["raw_images"]).rename(columns={"partition": "batch"})
     lines = [
         f"{'batch':<16} {'files':>6} {'ok':>6} {'quar.':>6}  admitted  gates / quarantine reasons"
     ]
@@ -251,23 +188,25 @@ def run_pipeline(lake_root: str | None = None, profile_name: str | None = None) 
 
     Returns a process exit code: 0 when every run succeeded.
     """
+    from ssl_assets.definitions import build_definitions
+
     profile = get_profile(profile_name)
-    lake = LakeResource(root=lake_root) if lake_root else LakeResource.from_env()
-    store = MetadataStore(path=str(lake.metadata_path))
+    defs = build_definitions(profile, lake_root)
+    lake, store = defs.resources["lake"], defs.resources["metadata"]
     landed = land_default_data(lake, profile)
     if landed:
         print(f"landed the default dataset (sklearn digits) as batches: {', '.join(landed)}")
     instance = get_instance()
-    runs = ingest_ready_batches(lake, store, instance)
+    runs = ingest_ready_batches(defs, instance)
     for r in runs:
         print(f"ingest_batch[{r.batch}] run {r.run_id[:8]}: {'success' if r.success else 'FAILED'}")
-    curation = curate(lake, store, instance)
+    curation = _run(defs, "curate_and_audit", instance, "all admitted")
     runs.append(curation)
     print(
         f"curate_and_audit run {curation.run_id[:8]}: {'success' if curation.success else 'FAILED'}"
     )
     if curation.success:
-        retrain = maybe_retrain(lake, store, instance, profile)
+        retrain = maybe_retrain(defs, instance)
         if retrain is not None:
             runs.append(retrain)
             print(
@@ -276,11 +215,7 @@ def run_pipeline(lake_root: str | None = None, profile_name: str | None = None) 
             )
     print()
     print(f"lake: {lake.root_path}   profile: {profile.name}")
-    print(batch_summary(store))
-    print()
-    print(curation_summary(store))
-    print()
-    print(audit_summary(store))
-    print()
-    print(evaluation_summary(store))
+    for summary in (batch_summary, curation_summary, audit_summary, evaluation_summary):
+        print(summary(store))
+        print()
     return 0 if all(r.success for r in runs) else 1

@@ -1,0 +1,57 @@
+"""Settings that span stages, each set once and read by every stage that needs it.
+
+Why resources: a setting such as the catalog resolution decides what ingestion stages, what
+curation deduplicates, what training reads and how a served model decodes its inputs. Declared
+per asset it had to be changed in ten launchpad forms and could disagree between them. As a
+Dagster resource it is configured in one place (per profile in `ssl_assets/definitions.py`, or
+per run in the launchpad's `resources:` section), shown on the UI's resources page, and every
+stage reads the same value.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from ssl_assets.data.canonical import CanonicalSpec
+
+
+class ImageSpecResource(ConfigurableResource):
+    """How every image is canonicalised; its `version` (r<resolution>-<aspect>) names the
+    catalog arrays that ingestion stages, curation deduplicates and training reads."""
+
+    resolution: int = Field(default=32, description="square side of the catalog, in pixels")
+    aspect: Literal["pad", "center_crop", "stretch"] = Field(
+        default="pad", description="pad | center_crop | stretch: how a non-square image is fit"
+    )
+
+    @property
+    def spec(self) -> CanonicalSpec:
+        return CanonicalSpec(resolution=self.resolution, aspect=self.aspect)
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+
+class ComputeResource(ConfigurableResource):
+    """Where and how every stage that runs a network computes: pretraining, embeddings, probes'
+    scratch baseline, fine-tuning and the champion's re-scoring."""
+
+    device: str = Field(
+        default="auto", description="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N"
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16"
+    )
+    threads: int = Field(default=0, description="CPU threads per process; 0 = torch's default")
+
+    def torch_device(self) -> str:
+        """The device name torch should use ("auto" resolved on this machine)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
