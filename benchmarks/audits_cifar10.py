@@ -64,7 +64,7 @@ def timed(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tupl
 
 def run_diversity(emb: np.ndarray) -> float:
     start = time.perf_counter()
-    report = diversity.diversity_audit(emb)
+    report = diversity.measure_diversity(emb)
     xy = report.per_image[["x", "y"]].to_numpy()
     plots.projection_png(xy, report.per_image["cluster"].to_numpy(), "CIFAR-10 train")
     plots.cluster_sizes_png(report.clusters["images"].to_numpy(), "cluster sizes")
@@ -103,7 +103,7 @@ def run_bias(pixels: np.ndarray, labels: np.ndarray, flags: pd.DataFrame, seed: 
         pd.DataFrame(columns=["image_id", "key", "value"]),
         pd.DataFrame({"image_id": ids, "label": labels}),
     )
-    report = bias.bias_audit(
+    report = bias.measure_bias(
         images,
         columns,
         newest_batch="batch-b",

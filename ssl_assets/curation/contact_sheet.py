@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw
 
 CAPTION_HEIGHT = 12
@@ -41,3 +42,53 @@ def grid_png(
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown that embeds the PNG inline (Dagster's UI renders it in the metadata panel)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+ReadRows = Callable[[pd.DataFrame], np.ndarray]
+
+
+def _pixels_of(
+    catalog: pd.DataFrame, wanted: set[str], read_rows: ReadRows
+) -> dict[str, np.ndarray]:
+    """Pixels of the wanted images only (a sheet never reads the whole catalog)."""
+    shown = catalog[catalog["image_id"].isin(wanted)].reset_index(drop=True)
+    pixels = read_rows(shown) if len(shown) else np.empty((0,))
+    return {image_id: pixels[k] for k, image_id in enumerate(shown["image_id"])}
+
+
+def group_sheet(
+    groups: pd.DataFrame, catalog: pd.DataFrame, read_rows: ReadRows, limit: int = 6
+) -> bytes:
+    """A few duplicate groups per tier, the kept image first, then its excluded copies."""
+    members = groups[groups["role"] == "member"]
+    picked: list[tuple[str, list[str]]] = []
+    for tier in ("exact", "near", "semantic"):
+        for group_id, part in list(members[members["tier"] == tier].groupby("group_id"))[:2]:
+            picked.append((tier, [group_id, *part["image_id"].tolist()][:limit]))
+    pixels = _pixels_of(catalog, {i for _, ids in picked for i in ids}, read_rows)
+    rows = [
+        (f"{tier}: kept first, then excluded copies", [pixels[i] for i in ids if i in pixels])
+        for tier, ids in picked
+    ]
+    return grid_png(rows or [("no duplicate groups", [])])
+
+
+def issue_sheet(
+    table: pd.DataFrame,
+    catalog: pd.DataFrame,
+    read_rows: ReadRows,
+    issues: Sequence[str],
+    exclude: Sequence[str],
+    per_issue: int = 8,
+) -> bytes | None:
+    """Up to `per_issue` flagged images per quality issue, captioned with what the flag does."""
+    if table.empty:
+        return None
+    pixels = _pixels_of(catalog, set(table["image_id"]), read_rows)
+    rows = []
+    for issue in issues:
+        ids = table.loc[table["issue"] == issue, "image_id"].head(per_issue)
+        if len(ids):
+            action = "excludes" if issue in exclude else "annotates"
+            rows.append((f"{issue} ({action})", [pixels[i] for i in ids]))
+    return grid_png(rows) if rows else None

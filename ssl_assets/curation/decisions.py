@@ -6,6 +6,11 @@ override (include, exclude, unmerge) always wins and is visible as such.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "semantic_duplicate")
@@ -64,3 +69,107 @@ def decide(
             }
         )
     return pd.DataFrame(rows, columns=CURATED_COLUMNS)
+
+
+def read_overrides_csv(path: Path) -> pd.DataFrame:
+    """`overrides.csv` (image_id, action[, who, why]) as rows for the `overrides` table; a
+    missing column or an unknown action is a ValueError that says which."""
+    rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"image_id", "action"} - set(rows.columns)
+    if missing:
+        raise ValueError(
+            f"overrides.csv needs columns image_id, action[, who, why]: missing {missing}"
+        )
+    bad = sorted(set(rows["action"]) - set(OVERRIDE_ACTIONS))
+    if bad:
+        raise ValueError(
+            f"overrides.csv has unknown actions {bad}; use include, exclude or unmerge"
+        )
+    return rows.reindex(columns=["image_id", "action", "who", "why"]).fillna("")
+
+
+def issue_table(
+    catalog: pd.DataFrame,
+    scores: pd.DataFrame,
+    thresholds: Mapping[str, float],
+    exclude: Sequence[str],
+    issues: Sequence[str],
+) -> pd.DataFrame:
+    """One row per (image, flagged issue): image_id, batch, issue, score, threshold, excludes.
+
+    `catalog`: admitted catalog rows (image_id, batch, orig_height, orig_width) in curation
+    order; `scores`: long-form quality scores (image_id, score, value). The geometric issues
+    are judged against every admitted image, so they are recomputed here, not stored."""
+    from ssl_assets.curation.quality import QualityThresholds, geometry_scores, quality_flags
+
+    columns = ["image_id", "batch", "issue", "score", "threshold", "excludes"]
+    if catalog.empty:
+        return pd.DataFrame(columns=columns)
+    wide = (
+        scores.pivot(index="image_id", columns="score", values="value")
+        .reindex(catalog["image_id"])
+        .reset_index()
+        if len(scores)
+        else pd.DataFrame({"image_id": catalog["image_id"]})
+    )
+    wide["orig_height"] = catalog["orig_height"].to_numpy()
+    wide["orig_width"] = catalog["orig_width"].to_numpy()
+    geometry = geometry_scores(wide[["orig_height", "orig_width"]].to_numpy())
+    for column in geometry:
+        wide[column] = geometry[column].to_numpy()
+    flags = quality_flags(wide, QualityThresholds(**{k: thresholds[k] for k in issues}))
+    parts = []
+    for issue in issues:
+        hit = flags[f"is_{issue}"].to_numpy()
+        score_col = f"{issue}_score"
+        parts.append(
+            pd.DataFrame(
+                {
+                    "image_id": catalog["image_id"].to_numpy()[hit],
+                    "batch": catalog["batch"].to_numpy()[hit],
+                    "issue": issue,
+                    "score": wide[score_col].to_numpy()[hit] if score_col in wide else np.nan,
+                    "threshold": thresholds[issue],
+                    "excludes": issue in exclude,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+@dataclass
+class CurationSummary:
+    """What one curation run decided, in the numbers its gates and the UI show."""
+
+    excluded_by_reason: dict[str, int]
+    included_by_split: dict[str, int]
+    excluded_fraction_by_batch: dict[str, float]
+    groups_across_splits: int
+    cross_split: pd.DataFrame
+
+    @property
+    def worst_batch(self) -> str | None:
+        by_batch = self.excluded_fraction_by_batch
+        return max(by_batch, key=by_batch.get) if by_batch else None  # type: ignore[arg-type]
+
+
+def summarise(curated: pd.DataFrame) -> CurationSummary:
+    """Exclusion reasons, included images per split, excluded share per batch, groups with
+    included images in two splits (leaks) and the cross-split duplicates of `curated_images`."""
+    excluded = curated[~curated["include"]]
+    included = curated[curated["include"]]
+    return CurationSummary(
+        excluded_by_reason=(
+            excluded["reasons"].str.split(",").explode().value_counts().to_dict()
+            if len(excluded)
+            else {}
+        ),
+        included_by_split=included["split"].value_counts().to_dict(),
+        excluded_fraction_by_batch=curated.groupby("batch")["include"]
+        .agg(lambda s: 1.0 - s.mean())
+        .to_dict(),
+        groups_across_splits=int(included.groupby("group_id")["split"].nunique().gt(1).sum())
+        if len(curated)
+        else 0,
+        cross_split=curated[curated["reasons"].str.contains("cross_split_duplicate", regex=False)],
+    )

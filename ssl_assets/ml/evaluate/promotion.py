@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from quality import thresholds
 from ssl_assets.ml.evaluate.metrics import max_subgroup_gap, subgroup_accuracy
 from ssl_assets.ml.evaluate.supervised import Classifier, predict_labels
 
@@ -73,17 +74,18 @@ def paired_bootstrap(
 class PromotionPolicy:
     """Thresholds of the promotion rule (see the module docstring)."""
 
-    tolerance: float = 0.01
-    max_subgroup_gap: float = 0.15
-    min_group_size: int = 10
+    tolerance: float = thresholds.CHAMPION_TOLERANCE
+    max_subgroup_gap: float = thresholds.CHAMPION_MAX_SUBGROUP_GAP
+    min_group_size: int = thresholds.CHAMPION_MIN_GROUP_SIZE
     confidence: float = 0.95
-    n_resamples: int = 1000
+    n_resamples: int = thresholds.CHAMPION_BOOTSTRAP_RESAMPLES
     seed: int = 0
 
 
 @dataclass
 class PromotionDecision:
-    """`promote` and why: `reasons` has one human-readable line per check (passed or not)."""
+    """`promote` and why: `reasons` has a summary line, then one human-readable line per check
+    (passed or not); `rule_reasons` holds the same lines keyed by check."""
 
     promote: bool
     reasons: list[str]
@@ -94,6 +96,8 @@ class PromotionDecision:
     challenger_subgroup_gap: float | None
     policy: PromotionPolicy
     reported: dict[str, Any] = field(default_factory=dict)
+    #: each rule's own sentence, keyed like `checks` (not_worse, subgroup_gap, collapse_check)
+    rule_reasons: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,6 +182,7 @@ def decide_promotion(
         if collapse_ok
         else "encoder failed the collapse check (collapsed or low-rank embeddings)"
     )
+    rule_reasons = dict(zip(checks, reasons, strict=True))
     promote = all(checks.values())
     failed = [name for name, ok in checks.items() if not ok]
     if promote:
@@ -195,6 +200,7 @@ def decide_promotion(
         challenger_subgroup_gap=gap,
         policy=policy,
         reported=dict(reported or {}),
+        rule_reasons=rule_reasons,
     )
 
 

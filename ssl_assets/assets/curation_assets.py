@@ -1,0 +1,530 @@
+"""Curation assets: decode once, deduplicate in three tiers, flag quality issues, split for good.
+
+`image_catalog` is per batch (a later batch never re-decodes an earlier one); `duplicates`,
+`quality_issues` and `curated_images` span every admitted batch and are incremental: new images
+are compared with everything curated before, and earlier decisions (groups, splits) never move.
+Every catalog version comes from the `image_spec` resource, so all four read the same arrays.
+"""
+
+import time
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    asset,
+)
+from pydantic import Field
+
+from quality import thresholds
+from quality.gates import bounds_verdict, record_check, suite_verdict
+from quality.suites import curated_images_suite
+from resources.lake import LakeResource
+from resources.metadata import MetadataStore, utcnow
+from resources.settings import ImageSpecResource
+from ssl_assets.curation.contact_sheet import grid_png, group_sheet, issue_sheet, markdown_image
+from ssl_assets.curation.decisions import (
+    allowed_reasons,
+    decide,
+    issue_table,
+    read_overrides_csv,
+    summarise,
+)
+from ssl_assets.curation.dedup import (
+    DedupConfig,
+    assign_groups,
+    find_edges,
+    group_tables,
+    new_and_old,
+)
+from ssl_assets.curation.embedders import semantic_embedder
+from ssl_assets.curation.features import catalog_tables, image_features
+from ssl_assets.curation.quality import ISSUES, QualityThresholds
+from ssl_assets.curation.semantic import PINNED_EMBEDDER_VERSION
+from ssl_assets.curation.splits import SplitConfig, assign_splits, prepare_pending
+from ssl_assets.data.catalog import build_batch_catalog, save_array_atomic, take_staged_catalog
+from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
+from ssl_assets.refusals import refused
+
+DEFAULT_EXCLUDING_ISSUES = ["dark", "light", "blurry", "low_information"]
+_QUALITY_DEFAULTS = QualityThresholds()
+
+
+# -- image_catalog -------------------------------------------------------------------------------
+
+CATALOG_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("image_id", "string"),
+        TableColumn("batch", "string"),
+        TableColumn("version", "string", description="canonical spec, e.g. r32-pad"),
+        TableColumn("array_row", "int", description="row in catalog/<version>/<batch>.npy"),
+        TableColumn("array_path", "string"),
+        TableColumn("pixel_hash", "string", description="sha256 of native decoded RGB pixels"),
+        TableColumn("phash", "int", description="64-bit perceptual hash"),
+        TableColumn("dhash", "int", description="64-bit difference hash"),
+        TableColumn("orig_width", "int"),
+        TableColumn("orig_height", "int"),
+        TableColumn("embedder", "string", description="pinned embedder version"),
+    ]
+)
+
+
+@asset(
+    partitions_def=batch_partitions,
+    deps=["raw_images"],
+    group_name="curation",
+    pool=METADATA_WRITER_POOL,
+    kinds={"python", "numpy", "duckdb"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": CATALOG_SCHEMA, "dagster/table_name": "image_catalog"},
+    check_specs=[
+        AssetCheckSpec(
+            "catalog_complete",
+            asset="image_catalog",
+            blocking=True,
+            description="Every ok image of the batch decoded, unchanged since ingestion.",
+        )
+    ],
+)
+def image_catalog(
+    context: AssetExecutionContext,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    image_spec: ImageSpecResource,
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """Each ok image of an admitted batch, decoded once, in catalog/<version>/<batch>.npy
+    (N x R x R x 3 uint8, memory-mapped by training), with pixel/perceptual hashes, pinned
+    embeddings (<batch>.pinned.npy) and quality scores computed from the same pixels.
+
+    Ingestion's validating decode staged the arrays of the image_spec's version: they are
+    taken over when they hold exactly the manifest's ok rows; otherwise the files are decoded
+    here."""
+    batch, run_id = context.partition_key, context.run.run_id
+    admitted, why = metadata.batch_admission(batch)
+    if not admitted:
+        raise Failure(
+            description=f"batch {batch} is not admitted ({why}); curation reads admitted batches only",
+            metadata={"batch": batch, "reason": why},
+        )
+    version = image_spec.version
+    array_path = lake.catalog_array(version, batch)
+    started = time.perf_counter()
+    ok_rows = metadata.ok_images(batch)
+    catalog = take_staged_catalog(lake.staged_array(version, batch), ok_rows, lake.path(array_path))
+    decoded_at_ingest = catalog is not None
+    if catalog is None:
+        catalog = build_batch_catalog(lake.batch_dir(batch), ok_rows, image_spec.spec)
+        save_array_atomic(catalog.arrays, lake.path(array_path))
+    decode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    sizes = catalog.index[["orig_height", "orig_width"]].to_numpy()
+    features = image_features(catalog.arrays, sizes)
+    features_s = time.perf_counter() - started
+    save_array_atomic(features.embeddings, lake.path(lake.pinned_array(array_path)))
+    index, scores, failures = catalog_tables(
+        catalog.index,
+        catalog.failures,
+        features,
+        batch=batch,
+        version=version,
+        array_path=array_path,
+        embedder=PINNED_EMBEDDER_VERSION,
+        stamp={"run_id": run_id, "recorded_at": utcnow()},
+    )
+    metadata.write_catalog(batch, version, index, failures, scores)
+    metadata.record_metrics(
+        "image_catalog",
+        batch,
+        run_id,
+        {
+            "images": len(index),
+            "failures": len(failures),
+            "decoded_at_ingest": int(decoded_at_ingest),
+            "decode_seconds": decode_s,
+            "feature_seconds": features_s,
+        },
+    )
+    yield MaterializeResult(
+        metadata=_catalog_metadata(catalog, index, failures, version, array_path, batch)
+        | {
+            "decoded_at_ingest": MetadataValue.bool(decoded_at_ingest),
+            "decode_images_per_s": (
+                None if decoded_at_ingest or not decode_s else round(len(index) / decode_s, 1)
+            ),
+            "feature_images_per_s": round(len(index) / features_s, 1) if features_s else 0.0,
+        }
+    )
+    verdict = bounds_verdict(
+        check_name="catalog_complete", metric="failures", value=len(failures), max_value=0
+    )
+    yield record_check(metadata, "image_catalog", verdict, partition=batch, run_id=run_id)
+
+
+def _catalog_metadata(catalog, index, failures, version: str, array_path: str, batch: str) -> dict:
+    return {
+        "dagster/row_count": len(index),
+        "version": version,
+        "array_path": array_path,
+        "array_mb": round(catalog.arrays.nbytes / 2**20, 2),
+        "failures": MetadataValue.md(
+            failures[["image_id", "reason", "detail"]].to_markdown(index=False)
+            if len(failures)
+            else "none"
+        ),
+        "sample": MetadataValue.md(
+            markdown_image(
+                grid_png([(f"{batch}: first images", list(catalog.arrays[:16]))]), "sample"
+            )
+        ),
+    }
+
+
+# -- duplicates ----------------------------------------------------------------------------------
+
+
+class DuplicatesConfig(Config):
+    """Deduplication thresholds, and which pinned embedder the semantic tier uses."""
+
+    embedder: str = Field(
+        default="pinned",
+        description="'pinned' (the fixed cheap embedding, PINNED_EMBEDDER_VERSION) or the id of "
+        "an encoder in `models` to pin instead; recorded with every group",
+    )
+    near_max_distance: int = Field(
+        default=DedupConfig.near_max_distance, description="max Hamming distance of 64-bit pHashes"
+    )
+    semantic_threshold: float = Field(
+        default=DedupConfig.semantic_threshold,
+        description="min cosine similarity (pinned embedder)",
+    )
+    semantic_clusters: int | None = Field(
+        default=DedupConfig.semantic_clusters, description="k-means clusters; None = ~1 per 1,000"
+    )
+    seed: int = DedupConfig.seed
+
+
+DUPLICATES_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("seq", "int", description="curation order"),
+        TableColumn("image_id", "string"),
+        TableColumn("group_id", "string", description="the kept representative's id"),
+        TableColumn("role", "string", description="representative | member"),
+        TableColumn("tier", "string", description="exact | near | semantic"),
+        TableColumn("matched_id", "string", description="the image it matched"),
+        TableColumn("score", "float", description="Hamming distance or cosine"),
+        TableColumn("linked_groups", "string", description="earlier groups touched"),
+        TableColumn("embedder", "string", description="semantic tier's embedder"),
+    ]
+)
+
+
+@asset(
+    deps=["image_catalog"],
+    group_name="curation",
+    pool=METADATA_WRITER_POOL,
+    kinds={"python", "numpy", "duckdb"},
+    owners=OWNERS,
+    metadata={"dagster/table_name": "duplicates", "dagster/column_schema": DUPLICATES_SCHEMA},
+)
+def duplicates(
+    context: AssetExecutionContext,
+    config: DuplicatesConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    image_spec: ImageSpecResource,
+) -> MaterializeResult:
+    """Duplicate groups in three tiers — exact (identical decoded pixels), near (pHash within
+    a Hamming distance, pigeonhole index) and semantic (pinned-embedding cosine similarity
+    within k-means clusters, SemDeDup) — for images not deduplicated before, searched against
+    each other and everything already curated. Each group keeps its first image."""
+    catalog = metadata.admitted_catalog(image_spec.version)
+    done = metadata.deduplicated()
+    new, old = new_and_old(catalog, done)
+    cfg = DedupConfig(
+        near_max_distance=config.near_max_distance,
+        semantic_threshold=config.semantic_threshold,
+        semantic_clusters=config.semantic_clusters,
+        seed=config.seed,
+    )
+    started = time.perf_counter()
+    with refused():
+        embed, embedder = semantic_embedder(config.embedder, lake.read_rows, lake.model_dir)
+        edges = find_edges(new, embed(new), old, embed(old), cfg) if len(new) else None
+        groups = (
+            assign_groups(new["image_id"].tolist(), old, edges, metadata.overridden("unmerge"))
+            if len(new)
+            else None
+        )
+    seconds = time.perf_counter() - started
+    per_tier = {"exact": 0, "near": 0, "semantic": 0}
+    sheet = None
+    if groups is not None:
+        rows, pairs = group_tables(
+            groups,
+            edges,
+            new,
+            old,
+            next_seq=int(done["seq"].max()) + 1 if len(done) else 0,
+            embedder=embedder,
+            stamp={"run_id": context.run.run_id, "recorded_at": utcnow()},
+        )
+        metadata.append_duplicates(rows, pairs)
+        members = groups[groups["role"] == "member"]
+        per_tier = {t: int((members["tier"] == t).sum()) for t in per_tier}
+        sheet = group_sheet(groups, catalog, lake.read_rows) if len(members) else None
+    metadata.record_metrics(
+        "duplicates",
+        None,
+        context.run.run_id,
+        {"new_images": len(new), "old_images": len(old), "seconds": seconds, **per_tier},
+    )
+    return MaterializeResult(
+        metadata={
+            "new_images": len(new),
+            "compared_with_existing": len(old),
+            "duplicates_by_tier": MetadataValue.json(per_tier),
+            "new_groups": int((groups["role"] == "representative").sum())
+            if groups is not None
+            else 0,
+            "near_max_distance": config.near_max_distance,
+            "semantic_threshold": config.semantic_threshold,
+            "embedder": embedder,
+            "seconds": round(seconds, 3),
+            "sample_groups": MetadataValue.md(
+                markdown_image(sheet, "duplicate groups") if sheet else "no duplicates found"
+            ),
+        }
+    )
+
+
+# -- quality_issues ------------------------------------------------------------------------------
+
+
+class QualityIssuesConfig(Config):
+    """cleanvision-style thresholds (flag when score < threshold) and which flags exclude."""
+
+    dark: float = _QUALITY_DEFAULTS.dark
+    light: float = _QUALITY_DEFAULTS.light
+    blurry: float = _QUALITY_DEFAULTS.blurry
+    low_information: float = _QUALITY_DEFAULTS.low_information
+    grayscale: float = _QUALITY_DEFAULTS.grayscale
+    odd_size: float = _QUALITY_DEFAULTS.odd_size
+    odd_aspect_ratio: float = _QUALITY_DEFAULTS.odd_aspect_ratio
+    exclude: list[str] = Field(
+        default=DEFAULT_EXCLUDING_ISSUES,
+        description="issues that exclude an image; the others only annotate",
+    )
+
+
+QUALITY_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("image_id", "string"),
+        TableColumn("batch", "string"),
+        TableColumn("issue", "string", description="dark, light, blurry, ..."),
+        TableColumn("score", "float", description="low means more of the issue"),
+        TableColumn("threshold", "float", description="flagged when score < threshold"),
+        TableColumn("excludes", "bool", description="exclude, or only annotate"),
+    ]
+)
+
+
+@asset(
+    deps=["image_catalog"],
+    group_name="curation",
+    pool=METADATA_WRITER_POOL,
+    kinds={"python", "numpy", "duckdb"},
+    owners=OWNERS,
+    metadata={"dagster/table_name": "quality_issues", "dagster/column_schema": QUALITY_SCHEMA},
+)
+def quality_issues(
+    context: AssetExecutionContext,
+    config: QualityIssuesConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    image_spec: ImageSpecResource,
+) -> MaterializeResult:
+    """cleanvision's issue set — dark, light, blurry, low information, grayscale, odd size, odd
+    aspect ratio — flagged from the scores computed at cataloging, against configurable
+    thresholds; odd size/aspect are judged against every admitted image."""
+    unknown = set(config.exclude) - set(ISSUES)
+    if unknown:
+        raise Failure(f"exclude names unknown issues {sorted(unknown)}; known: {list(ISSUES)}")
+    catalog = metadata.admitted_catalog(image_spec.version)
+    scores = metadata.admitted_quality_scores(image_spec.version)
+    limits = {k: getattr(config, k) for k in ISSUES}
+    table = issue_table(catalog, scores, limits, config.exclude, ISSUES)
+    metadata.replace_quality_issues(table.assign(run_id=context.run.run_id, recorded_at=utcnow()))
+    per_issue = {i: int((table["issue"] == i).sum()) for i in ISSUES}
+    metadata.record_metrics(
+        "quality_issues",
+        None,
+        context.run.run_id,
+        {f"flagged_{k}": v for k, v in per_issue.items()},
+    )
+    sheet = issue_sheet(table, catalog, lake.read_rows, ISSUES, config.exclude)
+    return MaterializeResult(
+        metadata={
+            "images": len(catalog),
+            "flagged_by_issue": MetadataValue.json(per_issue),
+            "excluding_issues": MetadataValue.json(sorted(config.exclude)),
+            "annotating_issues": MetadataValue.json(sorted(set(ISSUES) - set(config.exclude))),
+            "thresholds": MetadataValue.json(limits),
+            "flagged_samples": MetadataValue.md(
+                markdown_image(sheet, "flagged images") if sheet else "no image flagged"
+            ),
+            "dagster/row_count": len(table),
+        }
+    )
+
+
+# -- curated_images ------------------------------------------------------------------------------
+
+
+class CuratedImagesConfig(Config):
+    """Split fractions (used only for groups seen for the first time) and curation gates."""
+
+    train: float = SplitConfig.train
+    val: float = SplitConfig.val
+    test: float = SplitConfig.test
+    split_seed: str = SplitConfig.seed
+    max_excluded_fraction: float = Field(
+        default=thresholds.CURATION_MAX_EXCLUDED_FRACTION,
+        description="Blocking gate: largest excluded share of any batch.",
+    )
+    max_groups_across_splits: int = thresholds.CURATION_MAX_GROUPS_ACROSS_SPLITS
+
+
+CURATED_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("image_id", "string"),
+        TableColumn("batch", "string"),
+        TableColumn("group_id", "string", description="duplicate group (its kept image's id)"),
+        TableColumn("split", "string", description="train | val | test, assigned once"),
+        TableColumn("include", "bool"),
+        TableColumn("reasons", "string", description="comma-separated exclusion reasons"),
+        TableColumn("annotations", "string", description="flags that only annotate, overrides"),
+    ]
+)
+
+
+@asset(
+    deps=["duplicates", "quality_issues"],
+    group_name="curation",
+    pool=METADATA_WRITER_POOL,
+    kinds={"python", "duckdb", "great-expectations"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": CURATED_SCHEMA, "dagster/table_name": "curated_images"},
+    check_specs=[
+        AssetCheckSpec(
+            "curated_images_suite",
+            asset="curated_images",
+            blocking=True,
+            description="GX suite: unique image_id, splits in train/val/test, known reasons.",
+        ),
+        AssetCheckSpec(
+            "excluded_fraction_per_batch",
+            asset="curated_images",
+            blocking=True,
+            description="No batch loses more than max_excluded_fraction of its images.",
+        ),
+        AssetCheckSpec(
+            "no_group_across_splits",
+            asset="curated_images",
+            blocking=True,
+            description="No duplicate group has included images in two splits (no leak).",
+        ),
+    ],
+)
+def curated_images(
+    context: AssetExecutionContext,
+    config: CuratedImagesConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """One row per image: include flag, exclusion reasons and a split. Splits are assigned once
+    (append-only `splits`): a new group by its representative's pin or pixel hash, a member by its
+    group; an image whose duplicates span splits, or whose pin contradicts its group, is excluded
+    as cross_split_duplicate. Overrides (overrides.csv or the `overrides` table) always win."""
+    run_id = context.run.run_id
+    overrides_csv = lake.path("overrides.csv")
+    with refused():
+        overrides = read_overrides_csv(overrides_csv) if overrides_csv.is_file() else None
+    imported = metadata.import_overrides(overrides) if overrides is not None else 0
+    split_cfg = SplitConfig(config.train, config.val, config.test, config.split_seed)
+    new_splits = assign_splits(
+        prepare_pending(metadata.unsplit_images()), metadata.group_splits(), split_cfg
+    )
+    if len(new_splits):
+        metadata.append_splits(new_splits.assign(run_id=run_id, assigned_at=utcnow()))
+    curated = decide(
+        metadata.split_images(),
+        metadata.image_issues(),
+        metadata.current_overrides(),
+        set(metadata.admitted_batches()),
+    )
+    metadata.replace_curated(curated.assign(run_id=run_id, updated_at=utcnow()))
+    stored = metadata.curated_images()
+    summary = summarise(stored)
+    metadata.record_metrics(
+        "curated_images",
+        None,
+        run_id,
+        {
+            "images": len(stored),
+            "included": int(stored["include"].sum()),
+            "new_images": len(new_splits),
+            "cross_split_duplicates": len(summary.cross_split),
+            **{f"included_{k}": v for k, v in summary.included_by_split.items()},
+            **{f"excluded_{k}": v for k, v in summary.excluded_by_reason.items()},
+        },
+    )
+    yield MaterializeResult(
+        metadata={
+            "dagster/row_count": len(stored),
+            "included": int(stored["include"].sum()),
+            "included_by_split": MetadataValue.json(summary.included_by_split),
+            "excluded_by_reason": MetadataValue.json(summary.excluded_by_reason),
+            "excluded_fraction_by_batch": MetadataValue.json(
+                {k: round(v, 4) for k, v in summary.excluded_fraction_by_batch.items()}
+            ),
+            "new_images_split": len(new_splits),
+            "overrides_imported": imported,
+            "cross_split_duplicates": MetadataValue.md(
+                summary.cross_split[["image_id", "batch", "split", "group_id"]]
+                .head(20)
+                .to_markdown(index=False)
+                if len(summary.cross_split)
+                else "none"
+            ),
+        }
+    )
+    worst = summary.worst_batch
+    verdicts = [
+        suite_verdict(
+            stored,
+            check_name="curated_images_suite",
+            suite_name="curated_images",
+            expectations=curated_images_suite(allowed_reasons(ISSUES)),
+        ),
+        bounds_verdict(
+            check_name="excluded_fraction_per_batch",
+            metric=f"excluded_fraction[{worst}]" if worst else "excluded_fraction",
+            value=summary.excluded_fraction_by_batch.get(worst, 0.0) if worst else 0.0,
+            max_value=config.max_excluded_fraction,
+        ),
+        bounds_verdict(
+            check_name="no_group_across_splits",
+            metric="groups_with_included_images_in_two_splits",
+            value=summary.groups_across_splits,
+            max_value=config.max_groups_across_splits,
+        ),
+    ]
+    for verdict in verdicts:
+        yield record_check(metadata, "curated_images", verdict, partition=None, run_id=run_id)

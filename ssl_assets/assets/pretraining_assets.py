@@ -1,0 +1,284 @@
+"""ssl_encoder: self-supervised pretraining on the curated train split, launched through Pipes.
+
+The asset is thin: it turns the curated train split into a training job (which catalog rows,
+which labels for the online kNN monitor), keys the checkpoint directory by the config and the
+data snapshot (so re-executing a failed run resumes it), starts `ssl_assets.ml.entrypoint` as
+one process or under `torchrun` through Dagster Pipes, and registers what came back in `models`.
+Where and how it computes comes from the `compute` resource; which arrays it reads from the
+`image_spec` resource; how long it trains, when the config leaves it open, from the `profile`.
+"""
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PipesSubprocessClient,
+    asset,
+)
+from pydantic import Field
+
+from quality import thresholds
+from quality.gates import floors_verdict, record_check
+from resources.lake import LakeResource
+from resources.metadata import MetadataStore
+from resources.settings import ComputeResource, ImageSpecResource
+from ssl_assets.curation.contact_sheet import markdown_image
+from ssl_assets.ml.report import training_curves_png
+from ssl_assets.ml.training_set import TrainingSet, training_set
+from ssl_assets.partitions import OWNERS
+from ssl_assets.profiles import Profile
+from ssl_assets.provenance import code_version
+from ssl_assets.refusals import refused
+
+#: gates whose latest failure keeps pretraining from spending compute (a data rule)
+GATES_BEFORE_PRETRAINING = ["curated_images", "diversity_audit", "bias_audit"]
+
+
+class PretrainConfig(Config):
+    """Self-supervised pretraining (a `None` takes the profile's value; every field editable per
+    run). Defaults equal `ssl_assets.ml.train.TrainConfig`'s (a test holds them equal)."""
+
+    method: str | None = Field(
+        default=None,
+        description="simclr | moco | byol | vicreg | dino | mae | hybrid "
+        "(None: the profile's pretrain_method)",
+    )
+    objective_json: str = Field(
+        default="{}", description="objective keyword arguments as JSON (hybrid: components)"
+    )
+    backbone: str = Field(default="small_cnn", description="small_cnn | resnet18 | resnet50 | vit")
+    backbone_json: str = Field(default="{}", description="backbone keyword arguments as JSON")
+    epochs: int | None = Field(default=None, description="None: the profile's pretrain_epochs")
+    batch_size: int | None = Field(
+        default=None, description="global batch; None: the profile's pretrain_batch_size"
+    )
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    accumulate: int = 1
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    checkpoint_every: int = 50
+    processes: int = Field(default=1, description="processes (torchrun ranks) on this machine")
+    launcher: str = Field(default="subprocess", description="subprocess | k8s (PipesK8sClient)")
+    warm_start_from_champion: bool = Field(
+        default=True, description="start from the current champion encoder when there is one"
+    )
+    min_std_ratio: float = thresholds.ENCODER_MIN_STD_RATIO
+    min_effective_rank: float = thresholds.ENCODER_MIN_EFFECTIVE_RANK
+
+
+def _train_config(
+    config: PretrainConfig, profile: Profile, compute: ComputeResource, n_train: int
+) -> Any:
+    """The plain `TrainConfig` of this run (torch is imported here, not at load time)."""
+    from ssl_assets.ml.train import TrainConfig
+
+    ranks = config.processes * config.accumulate
+    batch = config.batch_size or profile.pretrain_batch_size
+    return TrainConfig(
+        method=config.method or profile.pretrain_method,
+        objective=json.loads(config.objective_json),
+        backbone=config.backbone,
+        backbone_kwargs=json.loads(config.backbone_json),
+        epochs=config.epochs or profile.pretrain_epochs,
+        # a global batch no larger than the data, divisible by ranks x accumulation steps
+        batch_size=max(ranks, min(batch, n_train) // ranks * ranks),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        precision=compute.precision,
+        device=compute.device,
+        num_threads=compute.threads,
+        accumulate=config.accumulate,
+        channels_last=config.channels_last,
+        compile=config.compile,
+        seed=config.seed,
+        checkpoint_every=config.checkpoint_every,
+    )
+
+
+def _launch_command(processes: int, job_path: Path) -> list[str]:
+    entry = ["-m", "ssl_assets.ml.entrypoint", "--job", str(job_path)]
+    if processes <= 1:
+        return [sys.executable, *entry]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    return [torchrun, "--standalone", f"--nproc_per_node={processes}", "--max-restarts=0", *entry]
+
+
+def _train(
+    context: AssetExecutionContext,
+    config: PretrainConfig,
+    lake: LakeResource,
+    data: TrainingSet,
+    cfg: Any,
+    run_hash: str,
+    warm_start: Path | None,
+) -> tuple[dict, int]:
+    """Write the job, run the trainer through Pipes; returns (what it reported, epoch reports)."""
+    from ssl_assets.ml.entrypoint import TrainJob
+
+    model_id = f"enc-{run_hash}"
+    job = TrainJob(
+        config=cfg,
+        train=data.train,
+        val=data.val,
+        checkpoint_dir=str(lake.checkpoint_dir(run_hash)),
+        output_dir=str(lake.model_dir(model_id)),
+        warm_start=str(warm_start) if warm_start else None,
+        data_fingerprint=data.fingerprint,
+        extra_metadata={"model_id": model_id, "classes": json.dumps(data.classes)},
+    )
+    job_path = job.write(lake.job_file(run_hash))
+    if config.launcher == "k8s":
+        raise Failure(
+            "launcher=k8s runs through PipesK8sClient on a cluster (deploy/k8s/pretrain-pipes.yaml); "
+            "this deployment has no cluster configured"
+        )
+    env = {k: v for k, v in os.environ.items() if k.startswith(("SSL_", "OMP_", "MKL_"))}
+    invocation = PipesSubprocessClient(env=env).run(
+        command=_launch_command(config.processes, job_path), context=context
+    )
+    reported = invocation.get_materialize_result().metadata or {}
+    epochs = [
+        m for m in invocation.get_custom_messages() if (m or {}).get("kind") == "epoch_metrics"
+    ]
+    return dict(reported), len(epochs)
+
+
+@asset(
+    deps=["curated_images", "diversity_audit", "bias_audit"],
+    group_name="pretraining",
+    kinds={"pytorch", "duckdb"},
+    owners=OWNERS,
+    check_specs=[
+        AssetCheckSpec(
+            "encoder_not_collapsed",
+            asset="ssl_encoder",
+            blocking=True,
+            description="Std of L2-normalised embeddings (relative to 1/sqrt(d)) and effective "
+            "rank (RankMe) on held-out images are above their floors.",
+        )
+    ],
+)
+def ssl_encoder(
+    context: AssetExecutionContext,
+    config: PretrainConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    image_spec: ImageSpecResource,
+    compute: ComputeResource,
+    profile: Profile,
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """A self-supervised encoder (SimCLR, MoCo v2, BYOL, VICReg, DINO or MAE) trained on the
+    included train split of curated_images, from the decoded catalog arrays. Weights and config
+    land in models/<model_id>/ and the `models` registry with lineage (data snapshot, code
+    version, warm start). Resumes from its own checkpoints when re-executed."""
+    from ssl_assets.ml.encoder_io import ENCODER_META, ENCODER_WEIGHTS
+    from ssl_assets.ml.train import config_hash
+
+    blocked = metadata.blocking_failures(GATES_BEFORE_PRETRAINING)
+    if blocked:
+        raise Failure(
+            description="pretraining is blocked by failed gates: " + "; ".join(blocked),
+            metadata={"failed_gates": MetadataValue.json(blocked)},
+        )
+    with refused():
+        data = training_set(
+            metadata.training_rows(image_spec.version), image_spec.version, lake.path
+        )
+    warm = metadata.current_champion("encoder") if config.warm_start_from_champion else None
+    warm_path = lake.path(warm["path"]) if warm is not None else None
+    cfg = _train_config(config, profile, compute, data.images)
+    # The world size changes how batches are split (and BatchNorm statistics), so a checkpoint
+    # only resumes under the same number of processes.
+    run_hash = config_hash(
+        cfg, f"{data.fingerprint}|world={config.processes}", warm_start=warm_path
+    )
+    model_id = f"enc-{run_hash}"
+    context.log.info(
+        f"training {model_id}: {cfg.method} on {data.images} images, {config.processes} "
+        f"process(es)" + (f", warm start from {warm['model_id']}" if warm is not None else "")
+    )
+    reported, epoch_reports = _train(context, config, lake, data, cfg, run_hash, warm_path)
+    meta_path = lake.model_dir(model_id) / ENCODER_META
+    if not meta_path.is_file():
+        raise Failure(f"training finished without writing {meta_path}")
+    encoder_meta = json.loads(meta_path.read_text())
+    history = encoder_meta.get("history") or []
+    final = history[-1] if history else {}
+    for epoch_metrics in history:
+        numbers = {
+            k: v
+            for k, v in epoch_metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        metadata.record_metrics(
+            "ssl_encoder",
+            model_id,
+            context.run.run_id,
+            {f"epoch_{k}": v for k, v in numbers.items()},
+        )
+    std_ratio = float(final.get("embedding_std", 0.0)) / float(
+        final.get("embedding_std_reference", 1.0) or 1.0
+    )
+    verdict = floors_verdict(
+        check_name="encoder_not_collapsed",
+        values={
+            "embedding_std_ratio": (std_ratio, config.min_std_ratio),
+            "effective_rank": (float(final.get("effective_rank", 0.0)), config.min_effective_rank),
+        },
+    )
+    lineage = {
+        "data_fingerprint": data.fingerprint,
+        "catalog_version": image_spec.version,
+        "train_images": data.images,
+        "code_version": code_version(),
+        "warm_start": warm["model_id"] if warm is not None else None,
+        "run_id": context.run.run_id,
+    }
+    metadata.register_model(
+        model_id=model_id,
+        kind="encoder",
+        path=f"{lake.model_rel(model_id)}/{ENCODER_WEIGHTS}",
+        content_hash=encoder_meta.get("weights_sha256"),
+        config=cfg.to_dict(),
+        metrics={k: v for k, v in final.items() if isinstance(v, int | float | str)},
+        lineage=lineage,
+        status="candidate" if verdict.passed else "rejected",
+        reason="passed the collapse check" if verdict.passed else "collapsed",
+        run_id=context.run.run_id,
+    )
+    curves = training_curves_png(history)
+    yield MaterializeResult(
+        metadata={
+            **reported,
+            "model_id": model_id,
+            "method": cfg.method,
+            "backbone": config.backbone,
+            "train_images": data.images,
+            "processes": config.processes,
+            "epoch_reports": epoch_reports,
+            "weights": f"{lake.model_rel(model_id)}/{ENCODER_WEIGHTS}",
+            "lineage": MetadataValue.json(lineage),
+            "curves": MetadataValue.md(markdown_image(curves, "training curves"))
+            if curves
+            else "no epochs recorded",
+        }
+    )
+    yield record_check(
+        metadata, "ssl_encoder", verdict, partition=model_id, run_id=context.run.run_id
+    )
