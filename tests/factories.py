@@ -78,3 +78,12 @@ def smooth_image(seed: int, size: int = 48) -> Image.Image:
     bx = int(rng.integers(0, size - 6))
     draw.rectangle((bx, 0, bx + 5, size - 1), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
     return base
+
+
+def resources_for(lake: LakeResource, store, profile: str = "tiny", **overrides) -> dict:
+    """Every resource the assets use, for the tiny profile, on the test's lake and store."""
+    from ssl_assets.definitions import build_resources
+
+    resources = build_resources(lake.root, profile)
+    resources.update(lake=lake, metadata=store, **overrides)
+    return resources

@@ -11,12 +11,17 @@ from dagster import AssetCheckSeverity, materialize
 from PIL import Image
 
 from resources.lake import READY_MARKER
-from ssl_assets.assets.audit import bias_audit, diversity_audit, labeling_candidates
-from ssl_assets.assets.curate import curated_images, duplicates, image_catalog, quality_issues
-from ssl_assets.assets.ingest import raw_images
+from ssl_assets.assets.audit_assets import bias_audit, diversity_audit, labeling_candidates
+from ssl_assets.assets.curation_assets import (
+    curated_images,
+    duplicates,
+    image_catalog,
+    quality_issues,
+)
+from ssl_assets.assets.ingest_assets import raw_images
 from ssl_assets.audit.bias import NO_ATTRIBUTES_REASON
 from ssl_assets.data.manifest import image_id_for
-from tests.factories import add_partitions, smooth_image
+from tests.factories import add_partitions, resources_for, smooth_image
 
 AUDITS = [diversity_audit, bias_audit, labeling_candidates]
 
@@ -38,7 +43,7 @@ def _land(lake, batch, images, attributes=None, labels=None) -> None:
 
 
 def _ingest_and_curate(lake, store, instance, batch) -> None:
-    resources = {"lake": lake, "metadata": store}
+    resources = resources_for(lake, store)
     add_partitions(instance, batch)
     assert materialize(
         [raw_images, image_catalog], partition_key=batch, instance=instance, resources=resources
@@ -84,7 +89,7 @@ def test_bias_floor_shortcut_drift_and_labeling_candidates(lake, store, instance
             labels[rel] = "cat" if i % 4 < 2 else "dog"
     _land(lake, "b1", images, attributes, labels)
     _ingest_and_curate(lake, store, instance, "b1")
-    result = materialize(AUDITS, instance=instance, resources={"lake": lake, "metadata": store})
+    result = materialize(AUDITS, instance=instance, resources=resources_for(lake, store))
     assert result.success
 
     checks = _checks(result)
@@ -140,7 +145,7 @@ def test_bias_floor_shortcut_drift_and_labeling_candidates(lake, store, instance
     small = materialize(
         [labeling_candidates],
         instance=instance,
-        resources={"lake": lake, "metadata": store},
+        resources=resources_for(lake, store),
         run_config={"ops": {"labeling_candidates": {"config": {"budget": 5}}}},
     )
     assert small.success
@@ -156,9 +161,7 @@ def test_bias_floor_shortcut_drift_and_labeling_candidates(lake, store, instance
         attributes2[rel] = {"site": site, "camera": camera, "split": "train"}
     _land(lake, "b2", images2, attributes2)
     _ingest_and_curate(lake, store, instance, "b2")
-    result = materialize(
-        [bias_audit], instance=instance, resources={"lake": lake, "metadata": store}
-    )
+    result = materialize([bias_audit], instance=instance, resources=resources_for(lake, store))
     assert result.success
     assert _checks(result)["subgroup_drift"] == (False, AssetCheckSeverity.WARN)
     drift = store.query("SELECT * FROM bias_drift WHERE run_id = ?", [result.run_id])
@@ -188,7 +191,7 @@ def test_repeated_picture_fails_the_diversity_gates_and_no_attributes_pass(lake,
         pins[f"copy_{i:03d}.png"] = {"split": "train"}  # a pin only: not an attribute
     _land(lake, "same", images, pins)
     _ingest_and_curate(lake, store, instance, "same")
-    resources = {"lake": lake, "metadata": store}
+    resources = resources_for(lake, store)
     result = materialize(
         [diversity_audit, bias_audit], instance=instance, resources=resources, raise_on_error=False
     )
@@ -228,7 +231,7 @@ def test_repeated_picture_fails_the_diversity_gates_and_no_attributes_pass(lake,
 
 
 def test_audits_on_an_empty_lake_pass_and_say_why(lake, store, instance):
-    result = materialize(AUDITS, instance=instance, resources={"lake": lake, "metadata": store})
+    result = materialize(AUDITS, instance=instance, resources=resources_for(lake, store))
     assert result.success
     descriptions = {e.check_name: e.description for e in result.get_asset_check_evaluations()}
     assert "only 0 included train images" in descriptions["cluster_entropy_floor"]

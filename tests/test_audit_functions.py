@@ -11,7 +11,7 @@ from ssl_assets.audit.bias import (
     MISSING,
     NO_ATTRIBUTES_REASON,
     attribute_columns,
-    bias_audit,
+    measure_bias,
     share_drift,
     shortcut_probe,
     subgroup_shares,
@@ -19,9 +19,9 @@ from ssl_assets.audit.bias import (
 from ssl_assets.audit.coreset import k_center_greedy, select_labeling_candidates
 from ssl_assets.audit.diversity import (
     cluster_summary,
-    diversity_audit,
     diversity_gates,
     knn_scores,
+    measure_diversity,
     nearest_neighbours,
 )
 from ssl_assets.curation.semantic import pinned_embed
@@ -73,7 +73,7 @@ def _noisy_copies(n: int, sigma: float, seed: int = 0) -> np.ndarray:
 
 
 def test_one_picture_repeated_with_noise_has_near_zero_entropy():
-    report = diversity_audit(pinned_embed(_noisy_copies(60, sigma=25)))
+    report = measure_diversity(pinned_embed(_noisy_copies(60, sigma=25)))
     assert report.metrics["cluster_entropy"] < 0.1
     assert report.metrics["largest_cluster_share"] > 0.9
     assert report.metrics["clusters_requested"] >= 5  # k-means did split it; merging undid it
@@ -81,11 +81,11 @@ def test_one_picture_repeated_with_noise_has_near_zero_entropy():
     assert gates == {"cluster_entropy_floor": False, "largest_cluster_ceiling": False}
 
     distinct = np.stack([np.asarray(smooth_image(s).resize((32, 32))) for s in range(80)])
-    healthy = diversity_audit(pinned_embed(distinct))
+    healthy = measure_diversity(pinned_embed(distinct))
     assert healthy.metrics["cluster_entropy"] > 0.8
     assert all(g.passed for g in diversity_gates(healthy, 0.5, 0.5, 30))
     # too few images: the gates pass and say why
-    few = diversity_audit(pinned_embed(_noisy_copies(10, sigma=25)))
+    few = measure_diversity(pinned_embed(_noisy_copies(10, sigma=25)))
     outcomes = diversity_gates(few, 0.5, 0.5, 30)
     assert all(g.passed and "at least 30" in g.description for g in outcomes)
 
@@ -159,7 +159,7 @@ def test_attribute_columns_skip_the_split_pin_bin_numbers_and_add_labels():
         },
         index=range(40),
     )
-    report = bias_audit(images, nothing, "b", 0.05, 0.1, 0.01, 0.5)
+    report = measure_bias(images, nothing, "b", 0.05, 0.1, 0.01, 0.5)
     assert report.attributes == [] and report.no_attributes_reason == NO_ATTRIBUTES_REASON
     assert all(g.passed and g.description == NO_ATTRIBUTES_REASON for g in report.gates())
 

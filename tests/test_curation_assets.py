@@ -11,11 +11,16 @@ from dagster import materialize
 from PIL import Image, ImageEnhance
 
 from resources.lake import READY_MARKER
-from ssl_assets.assets.curate import curated_images, duplicates, image_catalog, quality_issues
-from ssl_assets.assets.ingest import raw_images
+from ssl_assets.assets.curation_assets import (
+    curated_images,
+    duplicates,
+    image_catalog,
+    quality_issues,
+)
+from ssl_assets.assets.ingest_assets import raw_images
 from ssl_assets.data.catalog import BatchCatalog, save_staged_catalog, take_staged_catalog
 from ssl_assets.data.manifest import image_id_for
-from tests.factories import add_partitions, smooth_image, tree_snapshot
+from tests.factories import add_partitions, resources_for, smooth_image, tree_snapshot
 
 CURATION = [duplicates, quality_issues, curated_images]
 
@@ -42,15 +47,13 @@ def _ingest(lake, store, instance, batch: str, **kwargs):
         [raw_images, image_catalog],
         partition_key=batch,
         instance=instance,
-        resources={"lake": lake, "metadata": store},
+        resources=resources_for(lake, store),
         **kwargs,
     )
 
 
 def _curate(lake, store, instance, **kwargs):
-    return materialize(
-        CURATION, instance=instance, resources={"lake": lake, "metadata": store}, **kwargs
-    )
+    return materialize(CURATION, instance=instance, resources=resources_for(lake, store), **kwargs)
 
 
 def _rows(store, batch: str) -> dict:
@@ -108,7 +111,7 @@ def test_catalog_decodes_once_into_memory_mapped_arrays(lake, store, instance):
         [image_catalog],
         partition_key="cat",
         instance=instance,
-        resources={"lake": lake, "metadata": store},
+        resources=resources_for(lake, store),
     )
     assert result.success and _decode_metric(store, "cat") == 0.0
     again = store.query("SELECT * FROM image_catalog ORDER BY array_row")
@@ -305,7 +308,7 @@ def test_failed_gate_blocks_catalog_in_the_run_and_curation_later(lake, store, i
         [image_catalog],
         partition_key="bad",
         instance=instance,
-        resources={"lake": lake, "metadata": store},
+        resources=resources_for(lake, store),
         raise_on_error=False,
     )
     assert not later.success
@@ -359,7 +362,7 @@ def test_semantic_tier_refuses_embeddings_of_another_pinned_embedder_version(lak
     result = materialize(
         [duplicates],
         instance=instance,
-        resources={"lake": lake, "metadata": store},
+        resources=resources_for(lake, store),
         raise_on_error=False,
     )
     assert not result.success

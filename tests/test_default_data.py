@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -55,17 +56,18 @@ def test_default_images_are_the_real_digits(tmp_path):
 
 
 def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
+    """`ssl-assets run --profile tiny` with SSL_PROFILE unset: the flag alone sizes every stage
+    (the tiny share of the digits, the tiny catalog, tiny epochs), as SSL_PROFILE=tiny would."""
+    from ssl_assets.definitions import build_definitions
+    from ssl_assets.profiles import get_profile
+
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "SSL_PROFILE": "tiny",
-        "SSL_LAKE": str(tmp_path / "lake"),
-        "DAGSTER_HOME": str(home),
-    }
+    env = {k: v for k, v in os.environ.items() if k != "SSL_PROFILE"}
+    env.update(SSL_LAKE=str(tmp_path / "lake"), DAGSTER_HOME=str(home))
     proc = subprocess.run(
-        [sys.executable, "-m", "ssl_assets", "run"],
+        [sys.executable, "-m", "ssl_assets", "run", "--profile", "tiny"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -93,6 +95,10 @@ def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
         admitted = [
             r[0] for r in con.execute("SELECT batch FROM admitted_batches ORDER BY 1").fetchall()
         ]
+        versions = {r[0] for r in con.execute("SELECT version FROM image_catalog").fetchall()}
+        (encoder_config,) = con.execute(
+            "SELECT config FROM models WHERE kind = 'encoder'"
+        ).fetchone()
     assert sum(per_batch.values()) == 240  # the tiny profile's share of the digits
     assert set(per_batch) == set(BATCHES)
     # every stage ran and every gate passed
@@ -114,6 +120,11 @@ def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
         assert line in proc.stdout
     assert "champion ft-" in proc.stdout
     assert admitted == list(BATCHES)
+    tiny = get_profile("tiny")
+    assert versions == {build_definitions("tiny").resources["image_spec"].version}
+    trained = json.loads(encoder_config)
+    assert trained["epochs"] == tiny.pretrain_epochs != get_profile("demo").pretrain_epochs
+    assert trained["batch_size"] <= tiny.pretrain_batch_size
 
     # the runs are in the persistent instance, so `dagster dev` shows them afterwards
     from dagster import DagsterInstance, RunsFilter
@@ -126,9 +137,25 @@ def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
     again = subprocess.run(
         [sys.executable, "-m", "ssl_assets", "run"],
         cwd=ROOT,
-        env=env,
+        env={**env, "SSL_PROFILE": "tiny"},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert again.returncode == 0 and "ingest_batch[" not in again.stdout
+
+
+def test_the_profile_is_resolved_when_the_definitions_are_built():
+    """Every profile-sized value comes from the profile the Definitions were built with, not
+    from the environment at import time: the flag and the variable give the same run config."""
+    from ssl_assets.definitions import build_definitions
+    from ssl_assets.profiles import get_profile
+
+    for name in ("tiny", "demo", "full"):
+        profile = get_profile(name)
+        defs = build_definitions(name)
+        assert defs.resources["profile"] == profile
+        assert defs.resources["image_spec"].resolution == profile.catalog_resolution
+        intervals = {s.name: s.minimum_interval_seconds for s in defs.sensors}
+        assert set(intervals.values()) == {profile.sensor_interval_s}
+    assert build_definitions("full").resources["image_spec"].version == "r64-pad"

@@ -84,7 +84,7 @@ def test_corruptions_are_seeded_and_change_images() -> None:
 
 def test_subgroup_accuracy_is_shown_beside_the_bias_audit_shares(store):
     from resources.metadata import utcnow
-    from ssl_assets.assets.evaluate import subgroups_beside_bias_audit
+    from ssl_assets.ml.evaluate.metrics import subgroups_beside
 
     labels = np.array([0, 1, 0, 1, 0, 1, 0, 1])
     pred = np.array([0, 1, 0, 1, 0, 0, 1, 0])  # site a: 4/4 right, site b: 1/4
@@ -106,7 +106,7 @@ def test_subgroup_accuracy_is_shown_beside_the_bias_audit_shares(store):
                 }
             ),
         )
-    table = subgroups_beside_bias_audit(store, subgroups).set_index("subgroup")
+    table = subgroups_beside(subgroups, store.latest_bias_shares()).set_index("subgroup")
     assert table.loc["a", "test_accuracy"] == 1.0 and table.loc["b", "test_accuracy"] == 0.25
     assert table.loc["b", "gap_to_best"] == 0.75 and table.loc["a", "gap_to_best"] == 0.0
     # the rare training subgroup is the one the model gets wrong: both are in one row

@@ -12,13 +12,14 @@ from dagster import DagsterInstance, materialize
 
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from ssl_assets.assets.evaluate import champion_model, finetuned_model
+from ssl_assets.assets.evaluation_assets import champion_model, finetuned_model
 from ssl_assets.cli import main as cli
 from ssl_assets.data.default_dataset import write_default_dataset
-from ssl_assets.definitions import defs
-from ssl_assets.registry import current_champion
+from ssl_assets.definitions import build_definitions
+from tests.factories import resources_for
 
 pytestmark = pytest.mark.slow
+defs = build_definitions("tiny")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -41,7 +42,7 @@ def trained(tmp_path_factory):
     lake = LakeResource(root=str(root))
     lake.ensure()
     store = MetadataStore(path=str(lake.metadata_path))
-    resources = {"lake": lake, "metadata": store}
+    resources = resources_for(lake, store)
     batches = write_default_dataset(lake.landing_dir, n_images=600, label_fraction=0.6)
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("batches", batches)
@@ -99,19 +100,19 @@ def test_champion_is_replaced_only_by_a_better_model_and_can_be_restored(trained
     # a model that learned nothing (lr 0) becomes the first champion: there is none to beat
     _, checks = _finetune_and_judge(resources, instance, lr=0.0, epochs=1, patience=1)
     assert all(checks.values())
-    weak = current_champion(store)["model_id"]
+    weak = store.current_champion()["model_id"]
 
     # a trained one is clearly better: promoted
     result, checks = _finetune_and_judge(resources, instance, lr=3e-3, epochs=12)
     assert result.success and all(checks.values())
-    strong = current_champion(store)["model_id"]
+    strong = store.current_champion()["model_id"]
     assert strong != weak
 
     # another that learned nothing is refused, and the champion stays
     result, checks = _finetune_and_judge(resources, instance, lr=0.0, epochs=1, seed=7)
     assert not result.success  # the blocking promotion check failed
     assert checks["challenger_not_worse"] is False
-    assert current_champion(store)["model_id"] == strong
+    assert store.current_champion()["model_id"] == strong
     refused = store.query(
         "SELECT challenger_id, promoted, reasons FROM promotions ORDER BY decided_at DESC LIMIT 1"
     ).iloc[0]
@@ -123,7 +124,7 @@ def test_champion_is_replaced_only_by_a_better_model_and_can_be_restored(trained
 
     # a person restores the previous champion with one command
     assert cli(["--lake", lake.root, "champion", "restore", weak, "--why", "rollback test"]) == 0
-    assert current_champion(store)["model_id"] == weak
+    assert store.current_champion()["model_id"] == weak
     last = store.query(
         "SELECT decided_by, reasons FROM promotions ORDER BY decided_at DESC LIMIT 1"
     )
@@ -137,10 +138,10 @@ def test_load_and_predict_api_matches_the_evaluation(trained):
     from ssl_assets.ml.evaluate.supervised import predict_labels
 
     lake, store, resources, instance = trained
-    if current_champion(store) is None:  # run alone: make a champion the way the pipeline does
+    if store.current_champion() is None:  # run alone: make a champion the way the pipeline does
         result, _ = _finetune_and_judge(resources, instance, lr=3e-3, epochs=4)
         assert result.success
-    champion = current_champion(store)
+    champion = store.current_champion()
     test = store.query(
         "SELECT i.batch, i.rel_path, c.array_path, c.array_row FROM curated_images k "
         "JOIN images i USING (image_id) JOIN image_catalog c USING (image_id) "
@@ -155,9 +156,9 @@ def test_load_and_predict_api_matches_the_evaluation(trained):
             for p, r in zip(test["array_path"], test["array_row"], strict=True)
         ]
     )
-    classifier, meta = load_finetuned(champion["path"])
+    classifier, meta = load_finetuned(lake.path(champion["path"]))
     evaluated = [meta["class_names"][i] for i in predict_labels(classifier, arrays)]
-    api = load_model(champion["path"]).predict(files)
+    api = load_model(lake.path(champion["path"])).predict(files)
     assert api == evaluated
 
 
@@ -200,7 +201,7 @@ def test_curation_can_pin_a_named_encoder_for_the_semantic_tier(trained):
     embedding; the name is recorded with every group, and nothing about training changes it."""
     from PIL import Image
 
-    from ssl_assets.assets.curate import duplicates
+    from ssl_assets.assets.curation_assets import duplicates
 
     lake, store, resources, instance = trained
     encoder_id = store.query(

@@ -13,9 +13,16 @@ from dagster import materialize
 from PIL import Image
 
 from resources.lake import READY_MARKER, UnsafePathError
-from ssl_assets.assets.ingest import raw_images
+from ssl_assets.assets.ingest_assets import raw_images
 from ssl_assets.data.manifest import image_id_for
-from tests.factories import add_partitions, make_batch, random_image, tree_snapshot, write_image
+from tests.factories import (
+    add_partitions,
+    make_batch,
+    random_image,
+    resources_for,
+    tree_snapshot,
+    write_image,
+)
 
 
 def _jpeg_bytes(seed: int = 1) -> bytes:
@@ -103,7 +110,7 @@ def test_bad_input_is_quarantined_with_reasons_and_raw_files_untouched(
         [raw_images],
         partition_key=batch,
         instance=instance,
-        resources={"lake": lake, "metadata": store},
+        resources=resources_for(lake, store),
         # this corpus is mostly bad on purpose: let it through the rate gate
         run_config={"ops": {"raw_images": {"config": {"max_quarantine_fraction": 1.0}}}},
     )
@@ -143,7 +150,7 @@ def test_quarantine_rate_above_threshold_fails_gate_and_batch_is_not_admitted(
         [raw_images],
         partition_key=batch,
         instance=instance,
-        resources={"lake": lake, "metadata": store},
+        resources=resources_for(lake, store),
         run_config={"ops": {"raw_images": {"config": {"max_quarantine_fraction": 0.25}}}},
         raise_on_error=False,
     )
@@ -179,7 +186,7 @@ def test_labels_and_attributes_land_in_their_tables(lake, store, instance):
         "images/img_001.png,dslr,\nimages/img_002.png,phone,holdout\n../../etc/passwd,x,\n"
     )
     add_partitions(instance, "b1", "b2")
-    resources = {"lake": lake, "metadata": store}
+    resources = resources_for(lake, store)
     assert materialize(
         [raw_images], partition_key="b1", instance=instance, resources=resources
     ).success
@@ -218,7 +225,7 @@ def test_labels_and_attributes_land_in_their_tables(lake, store, instance):
 def test_reingesting_a_batch_replaces_its_rows(lake, store, instance):
     make_batch(lake, "again", n=3)
     add_partitions(instance, "again")
-    resources = {"lake": lake, "metadata": store}
+    resources = resources_for(lake, store)
     for _ in range(2):
         assert materialize(
             [raw_images], partition_key="again", instance=instance, resources=resources

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from dagster import materialize
 
-from resources.metadata import MetadataStore, _migrations
-from ssl_assets.assets.ingest import raw_images
-from tests.factories import add_partitions, make_batch
+from resources.metadata import MetadataStore
+from resources.store.core import _migrations
+from ssl_assets.assets.ingest_assets import raw_images
+from tests.factories import add_partitions, make_batch, resources_for
 
 ROWS_PER_WRITER = 150
 
@@ -84,7 +85,7 @@ def test_a_reader_holding_a_read_only_connection_does_not_fail_a_run(lake, store
         [raw_images],
         partition_key="while-reading",
         instance=instance,
-        resources={"lake": lake, "metadata": store},
+        resources=resources_for(lake, store),
     )
     waited = time.monotonic() - started
     reader.join(timeout=30)

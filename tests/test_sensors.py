@@ -5,10 +5,13 @@ from __future__ import annotations
 from dagster import build_sensor_context, materialize
 
 from resources.lake import READY_MARKER
-from ssl_assets.assets.curate import image_catalog
-from ssl_assets.assets.ingest import raw_images
-from ssl_assets.sensors import curation_sensor, landing_sensor
-from tests.factories import add_partitions, make_batch, smooth_image
+from ssl_assets.assets.curation_assets import image_catalog
+from ssl_assets.assets.ingest_assets import raw_images
+from ssl_assets.profiles import get_profile
+from ssl_assets.sensors import build_sensors
+from tests.factories import add_partitions, make_batch, resources_for, smooth_image
+
+landing_sensor, curation_sensor, retrain_sensor = build_sensors(get_profile("tiny"))
 
 
 def _tick(instance, lake, cursor=None):
@@ -54,7 +57,7 @@ def test_curation_sensor_asks_once_per_snapshot_of_admitted_data(lake, store, in
     for s in range(3):
         smooth_image(s).save(batch_dir / f"{s}.png")
     add_partitions(instance, "b1")
-    resources = {"lake": lake, "metadata": store}
+    resources = resources_for(lake, store)
     assert materialize(
         [raw_images, image_catalog], partition_key="b1", instance=instance, resources=resources
     ).success
@@ -68,12 +71,13 @@ def test_retrain_sensor_follows_the_policy_and_asks_once_per_snapshot(lake, stor
     import pandas as pd
 
     from resources.metadata import utcnow
-    from ssl_assets.assets.curate import curated_images, duplicates, quality_issues
-    from ssl_assets.sensors import retrain_sensor
+    from ssl_assets.assets.curation_assets import curated_images, duplicates, quality_issues
 
     def tick():
         return retrain_sensor(
-            build_sensor_context(instance=instance, resources={"metadata": store})
+            build_sensor_context(
+                instance=instance, resources={"metadata": store, "profile": get_profile("tiny")}
+            )
         )
 
     assert "no included train images" in str(tick().skip_reason)
@@ -82,7 +86,7 @@ def test_retrain_sensor_follows_the_policy_and_asks_once_per_snapshot(lake, stor
     for s in range(60):
         smooth_image(s).save(batch_dir / f"{s:02d}.png")
     add_partitions(instance, "b1")
-    resources = {"lake": lake, "metadata": store}
+    resources = resources_for(lake, store)
     assert materialize(
         [raw_images, image_catalog], partition_key="b1", instance=instance, resources=resources
     ).success
