@@ -34,9 +34,10 @@ from ssl_assets.curation.contact_sheet import grid_png, markdown_image
 from ssl_assets.curation.decisions import allowed_reasons, decide
 from ssl_assets.curation.dedup import DedupConfig, assign_groups, find_edges, label_edges
 from ssl_assets.curation.features import image_features
-from ssl_assets.curation.quality import (
+from ssl_assets.curation.image_issues import (
     ISSUES,
-    QualityThresholds,
+    default_excluding,
+    default_thresholds,
     geometry_scores,
     quality_flags,
 )
@@ -53,8 +54,8 @@ from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
 from ssl_assets.profiles import get_profile
 
 DEFAULT_SPEC = CanonicalSpec(resolution=get_profile().catalog_resolution, aspect="pad")
-DEFAULT_EXCLUDING_ISSUES = ["dark", "light", "blurry", "low_information"]
-_QUALITY_DEFAULTS = QualityThresholds()
+DEFAULT_EXCLUDING_ISSUES = default_excluding()
+_QUALITY_DEFAULTS = default_thresholds()
 
 
 def _catalog_version_field() -> str:
@@ -472,13 +473,13 @@ class QualityIssuesConfig(Config):
     """cleanvision-style thresholds (flag when score < threshold) and which flags exclude."""
 
     catalog_version: str = _catalog_version_field()
-    dark: float = _QUALITY_DEFAULTS.dark
-    light: float = _QUALITY_DEFAULTS.light
-    blurry: float = _QUALITY_DEFAULTS.blurry
-    low_information: float = _QUALITY_DEFAULTS.low_information
-    grayscale: float = _QUALITY_DEFAULTS.grayscale
-    odd_size: float = _QUALITY_DEFAULTS.odd_size
-    odd_aspect_ratio: float = _QUALITY_DEFAULTS.odd_aspect_ratio
+    dark: float = _QUALITY_DEFAULTS["dark"]
+    light: float = _QUALITY_DEFAULTS["light"]
+    blurry: float = _QUALITY_DEFAULTS["blurry"]
+    low_information: float = _QUALITY_DEFAULTS["low_information"]
+    grayscale: float = _QUALITY_DEFAULTS["grayscale"]
+    odd_size: float = _QUALITY_DEFAULTS["odd_size"]
+    odd_aspect_ratio: float = _QUALITY_DEFAULTS["odd_aspect_ratio"]
     exclude: list[str] = Field(
         default=DEFAULT_EXCLUDING_ISSUES,
         description="issues that exclude an image; the others only annotate",
@@ -537,7 +538,7 @@ def quality_issues(
         geometry = geometry_scores(wide[["orig_height", "orig_width"]].to_numpy())
         for column in geometry:
             wide[column] = geometry[column].to_numpy()
-    limits = QualityThresholds(**{k: getattr(config, k) for k in ISSUES})
+    limits = {k: getattr(config, k) for k in ISSUES}
     flags = quality_flags(wide, limits) if len(wide) else pd.DataFrame()
     rows = []
     for issue in ISSUES:
@@ -552,7 +553,7 @@ def quality_issues(
                     "batch": catalog["batch"].to_numpy()[hit],
                     "issue": issue,
                     "score": wide[score_col].to_numpy()[hit] if score_col in wide else np.nan,
-                    "threshold": getattr(limits, issue),
+                    "threshold": limits[issue],
                     "excludes": issue in config.exclude,
                 }
             )
@@ -582,7 +583,7 @@ def quality_issues(
             "flagged_by_issue": MetadataValue.json(per_issue),
             "excluding_issues": MetadataValue.json(sorted(config.exclude)),
             "annotating_issues": MetadataValue.json(sorted(set(ISSUES) - set(config.exclude))),
-            "thresholds": MetadataValue.json(limits.as_dict()),
+            "thresholds": MetadataValue.json(limits),
             "flagged_samples": MetadataValue.md(
                 markdown_image(grid_png(sheet_rows), "flagged images")
                 if sheet_rows

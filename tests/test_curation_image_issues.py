@@ -9,9 +9,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from sklearn.datasets import load_digits
 
-from ssl_assets.curation.quality import (
+from ssl_assets.curation.image_issues import (
     ISSUES,
-    QualityThresholds,
+    REGISTRY,
+    default_thresholds,
     geometry_scores,
     quality_flags,
     quality_scores,
@@ -109,13 +110,24 @@ def test_odd_size_and_aspect_ratio_are_relative_to_the_dataset(clean):
 
 
 def test_thresholds_are_frozen_and_configurable(clean):
-    thresholds = QualityThresholds()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        thresholds.dark = 0.5  # type: ignore[misc]
+        REGISTRY["dark"].threshold = 0.5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        REGISTRY["dark"] = REGISTRY["light"]  # type: ignore[index]
+    thresholds = default_thresholds()
+    thresholds["dark"] = 0.99  # a copy: the registry's default does not move
+    assert default_thresholds()["dark"] == REGISTRY["dark"].threshold < 0.99
     scores = quality_scores(clean, square_sizes(len(clean)))
-    strict = dataclasses.replace(thresholds, dark=1.01, blurry=0.0)
-    flags = quality_flags(scores, strict)
+    flags = quality_flags(scores, {**thresholds, "dark": 1.01, "blurry": 0.0})
     assert flags["is_dark"].all() and not flags["is_blurry"].any()
+    # A partial mapping overrides only the issues it names; an unknown name is refused.
+    assert (
+        quality_flags(scores, {"dark": 1.01})
+        .drop(columns="is_dark")
+        .equals(quality_flags(scores).drop(columns="is_dark"))
+    )
+    with pytest.raises(ValueError, match="unknown issues"):
+        quality_flags(scores, {"darkk": 0.5})
 
 
 def test_inputs_are_validated(clean):
