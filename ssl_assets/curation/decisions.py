@@ -6,7 +6,11 @@ override (include, exclude, unmerge) always wins and is visible as such.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
+
+from ssl_assets.curation.image_issues import ISSUES
 
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "semantic_duplicate")
 OTHER_REASONS = ("cross_split_duplicate", "forced_exclude", "batch_not_admitted")
@@ -14,8 +18,10 @@ OVERRIDE_ACTIONS = ("include", "exclude", "unmerge")
 CURATED_COLUMNS = ["image_id", "batch", "group_id", "split", "include", "reasons", "annotations"]
 
 
-def allowed_reasons(issues: tuple[str, ...]) -> list[str]:
-    return [*DUPLICATE_REASONS, *OTHER_REASONS, *issues]
+def allowed_reasons(issues: Iterable[str] | None = None) -> list[str]:
+    """Every reason an image may be excluded for: duplicates, the other fixed reasons, and an
+    issue name per quality issue (default: every issue registered in `image_issues`)."""
+    return [*DUPLICATE_REASONS, *OTHER_REASONS, *(ISSUES if issues is None else issues)]
 
 
 def decide(
