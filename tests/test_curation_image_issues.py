@@ -9,13 +9,19 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from sklearn.datasets import load_digits
 
+from ssl_assets.curation.decisions import allowed_reasons
 from ssl_assets.curation.image_issues import (
     ISSUES,
     REGISTRY,
+    PixelChunk,
+    PixelIssue,
+    default_excluding,
     default_thresholds,
     geometry_scores,
     quality_flags,
     quality_scores,
+    register,
+    unregister,
 )
 
 
@@ -135,3 +141,97 @@ def test_inputs_are_validated(clean):
         quality_scores(clean, square_sizes(3))
     with pytest.raises(ValueError):
         quality_scores(clean.astype(np.float32), square_sizes(len(clean)))
+
+
+def test_defaults_are_cleanvision_issue_set_and_thresholds():
+    assert list(ISSUES) == [
+        "dark",
+        "light",
+        "blurry",
+        "low_information",
+        "grayscale",
+        "odd_size",
+        "odd_aspect_ratio",
+    ]
+    assert default_thresholds() == {
+        "dark": 0.37,
+        "light": 0.05,
+        "blurry": 0.29,
+        "low_information": 0.3,
+        "grayscale": 0.02,
+        "odd_size": 0.2,
+        "odd_aspect_ratio": 0.35,
+    }
+    assert default_excluding() == ["dark", "light", "blurry", "low_information"]
+    assert all(REGISTRY[name].description for name in ISSUES)
+
+
+def _saturation_score(chunk: PixelChunk) -> np.ndarray:
+    """1 - mean HSV saturation (max - min) / max: low when colours are garish everywhere."""
+    x = chunk.rgb.reshape(len(chunk), -1, 3)
+    top = x.max(axis=2).astype(np.float32)
+    spread = top - x.min(axis=2)
+    saturation = np.divide(spread, top, out=np.zeros_like(top), where=top > 0)
+    return 1 - saturation.mean(axis=1)
+
+
+@pytest.fixture
+def saturated():
+    """An extra issue type in the global registry, removed again after the test."""
+    issue = register(
+        PixelIssue(
+            name="saturated",
+            description="Oversaturated: garish colours almost everywhere.",
+            threshold=0.1,
+            excludes=True,
+            score=_saturation_score,
+        )
+    )
+    try:
+        yield issue
+    finally:
+        unregister("saturated")
+    assert "saturated" not in ISSUES
+
+
+def test_a_new_issue_type_is_one_registered_object(clean, saturated):
+    # Vivid pixels: one channel full, one empty, the third random -> HSV saturation 1 everywhere.
+    rng = np.random.default_rng(3)
+    vivid = np.zeros((4, 64, 64, 3), np.uint8)
+    channels = rng.permuted(np.tile([0, 1, 2], (4, 64, 64, 1)), axis=3)
+    values = np.stack(
+        [np.full((4, 64, 64), 255), np.zeros((4, 64, 64)), rng.integers(0, 256, (4, 64, 64))],
+        axis=3,
+    ).astype(np.uint8)
+    np.put_along_axis(vivid, channels, values, axis=3)
+    batch = np.concatenate([clean, vivid])
+    scores = quality_scores(batch, square_sizes(len(batch)))
+    assert list(ISSUES)[-1] == "saturated"
+    assert "saturated_score" in scores.columns
+    flags = quality_flags(scores)
+    assert list(flags.columns) == [f"is_{k}" for k in ISSUES]
+    assert flags.index[flags["is_saturated"]].tolist() == list(range(len(clean), len(batch)))
+    # Its threshold is configurable like the others, and it excludes by default.
+    assert not quality_flags(scores, {"saturated": 0.0})["is_saturated"].any()
+    assert default_thresholds()["saturated"] == saturated.threshold
+    assert "saturated" in default_excluding()
+    # Curation accepts it as a reason to exclude an image.
+    assert allowed_reasons()[-1] == "saturated"
+    # The built-in scores are untouched by the extra issue.
+    without = scores.drop(columns="saturated_score")
+    unregister("saturated")
+    try:
+        assert without.equals(quality_scores(batch, square_sizes(len(batch))))
+    finally:
+        register(saturated)
+
+
+def test_register_refuses_duplicates_and_bad_names():
+    with pytest.raises(ValueError, match="already registered"):
+        register(REGISTRY["dark"])
+    bad = PixelIssue(
+        name="Bad Name", description="-", threshold=0.5, excludes=False, score=_saturation_score
+    )
+    with pytest.raises(ValueError, match="snake_case"):
+        register(bad)
+    assert "Bad Name" not in ISSUES
