@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quality import thresholds  # noqa: E402
 from ssl_assets.audit import bias, coreset, diversity, plots  # noqa: E402
-from ssl_assets.curation.quality import ISSUES, quality_flags, quality_scores  # noqa: E402
+from ssl_assets.curation.image_issues import ISSUES, quality_flags, quality_scores  # noqa: E402
 from ssl_assets.curation.semantic import pinned_embed  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"

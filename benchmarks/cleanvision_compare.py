@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _cifar import SPLITS, batch_name, image_paths  # noqa: E402
 
-from ssl_assets.curation.quality import ISSUES  # noqa: E402
+from ssl_assets.curation.image_issues import ISSUES  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PNG = HERE / "out" / "cifar_cleanvision_disagreements.png"
@@ -224,7 +224,7 @@ def cpu_line(ours_fig: dict[str, Any], cv_fig: dict[str, Any]) -> str:
 
 def compare(workdir: Path, ours_fig: dict[str, Any], cv_fig: dict[str, Any], png: Path) -> None:
     from ssl_assets.curation.contact_sheet import grid_png
-    from ssl_assets.curation.quality import QualityThresholds
+    from ssl_assets.curation.image_issues import default_thresholds
 
     ours = Ours(workdir / "lake")
     to_id = ours.id_of
@@ -329,7 +329,7 @@ def compare(workdir: Path, ours_fig: dict[str, Any], cv_fig: dict[str, Any], png
     cv_issues["image_id"] = cv_issues["path"].map(to_id)
     cv_issues = cv_issues.set_index("image_id")
     ours_limit = {
-        **QualityThresholds().as_dict(),
+        **default_thresholds(),
         **ours.issues.groupby("issue")["threshold"].first(),
     }
     cv_limit = cv_fig.get("thresholds", {})

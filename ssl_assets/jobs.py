@@ -6,8 +6,6 @@ batches. Dagster jobs cannot mix the two, so "the whole pipeline" after ingestio
 
 from dagster import AssetSelection, define_asset_job
 
-from ssl_assets.partitions import batch_partitions
-
 CURATION = AssetSelection.assets("duplicates", "quality_issues", "curated_images")
 AUDITS = AssetSelection.groups("audits")
 TRAINING = AssetSelection.groups("pretraining", "evaluation")
@@ -16,7 +14,6 @@ TRAINING = AssetSelection.groups("pretraining", "evaluation")
 ingest_job = define_asset_job(
     "ingest_batch",
     selection=AssetSelection.assets("raw_images", "image_catalog"),
-    partitions_def=batch_partitions,
     description="Ingest one landed batch: manifest, quarantine, admission gate, then decode it "
     "once into the catalog (skipped when the batch is not admitted).",
 )

@@ -40,7 +40,7 @@ from ssl_assets.atomic import write_atomic
 from ssl_assets.audit import bias, coreset, diversity, plots
 from ssl_assets.curation.contact_sheet import grid_png, markdown_image
 from ssl_assets.curation.embedders import pinned_embeddings
-from ssl_assets.curation.quality import ISSUES
+from ssl_assets.curation.image_issues import ISSUES
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
 from ssl_assets.refusals import refused
 

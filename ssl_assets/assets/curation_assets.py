@@ -33,7 +33,6 @@ from ssl_assets.curation.contact_sheet import grid_png, group_sheet, issue_sheet
 from ssl_assets.curation.decisions import (
     allowed_reasons,
     decide,
-    issue_table,
     read_overrides_csv,
     summarise,
 )
@@ -46,16 +45,18 @@ from ssl_assets.curation.dedup import (
 )
 from ssl_assets.curation.embedders import semantic_embedder
 from ssl_assets.curation.features import catalog_tables, image_features
-from ssl_assets.curation.quality import ISSUES, QualityThresholds
+from ssl_assets.curation.image_issues import (
+    ISSUES,
+    REGISTRY,
+    default_excluding,
+    default_thresholds,
+    issue_table,
+)
 from ssl_assets.curation.semantic import PINNED_EMBEDDER_VERSION
 from ssl_assets.curation.splits import SplitConfig, assign_splits, prepare_pending
 from ssl_assets.data.catalog import build_batch_catalog, save_array_atomic, take_staged_catalog
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
 from ssl_assets.refusals import refused
-
-DEFAULT_EXCLUDING_ISSUES = ["dark", "light", "blurry", "low_information"]
-_QUALITY_DEFAULTS = QualityThresholds()
-
 
 # -- image_catalog -------------------------------------------------------------------------------
 
@@ -308,18 +309,17 @@ def duplicates(
 
 
 class QualityIssuesConfig(Config):
-    """cleanvision-style thresholds (flag when score < threshold) and which flags exclude."""
+    """cleanvision-style thresholds (flag when score < threshold) and which flags exclude; the
+    defaults and the list of issues come from the registry in `curation/image_issues.py`."""
 
-    dark: float = _QUALITY_DEFAULTS.dark
-    light: float = _QUALITY_DEFAULTS.light
-    blurry: float = _QUALITY_DEFAULTS.blurry
-    low_information: float = _QUALITY_DEFAULTS.low_information
-    grayscale: float = _QUALITY_DEFAULTS.grayscale
-    odd_size: float = _QUALITY_DEFAULTS.odd_size
-    odd_aspect_ratio: float = _QUALITY_DEFAULTS.odd_aspect_ratio
-    exclude: list[str] = Field(
-        default=DEFAULT_EXCLUDING_ISSUES,
-        description="issues that exclude an image; the others only annotate",
+    thresholds: dict[str, float] = Field(
+        default_factory=default_thresholds,
+        description="issue -> threshold: an image is flagged when its score is below it",
+    )
+    exclude: list[str] | None = Field(
+        default=None,
+        description="issues that exclude an image; the others only annotate (None: each "
+        "issue's own default: dark, light, blurry and low_information exclude)",
     )
 
 
@@ -353,13 +353,14 @@ def quality_issues(
     """cleanvision's issue set — dark, light, blurry, low information, grayscale, odd size, odd
     aspect ratio — flagged from the scores computed at cataloging, against configurable
     thresholds; odd size/aspect are judged against every admitted image."""
-    unknown = set(config.exclude) - set(ISSUES)
+    exclude = default_excluding() if config.exclude is None else config.exclude
+    unknown = (set(exclude) | set(config.thresholds)) - set(ISSUES)
     if unknown:
-        raise Failure(f"exclude names unknown issues {sorted(unknown)}; known: {list(ISSUES)}")
+        raise Failure(f"config names unknown issues {sorted(unknown)}; known: {list(ISSUES)}")
     catalog = metadata.admitted_catalog(image_spec.version)
     scores = metadata.admitted_quality_scores(image_spec.version)
-    limits = {k: getattr(config, k) for k in ISSUES}
-    table = issue_table(catalog, scores, limits, config.exclude, ISSUES)
+    limits = {**default_thresholds(), **config.thresholds}
+    table = issue_table(catalog, scores, limits, exclude)
     metadata.replace_quality_issues(table.assign(run_id=context.run.run_id, recorded_at=utcnow()))
     per_issue = {i: int((table["issue"] == i).sum()) for i in ISSUES}
     metadata.record_metrics(
@@ -368,14 +369,17 @@ def quality_issues(
         context.run.run_id,
         {f"flagged_{k}": v for k, v in per_issue.items()},
     )
-    sheet = issue_sheet(table, catalog, lake.read_rows, ISSUES, config.exclude)
+    sheet = issue_sheet(table, catalog, lake.read_rows, ISSUES, exclude)
     return MaterializeResult(
         metadata={
             "images": len(catalog),
             "flagged_by_issue": MetadataValue.json(per_issue),
-            "excluding_issues": MetadataValue.json(sorted(config.exclude)),
-            "annotating_issues": MetadataValue.json(sorted(set(ISSUES) - set(config.exclude))),
+            "excluding_issues": MetadataValue.json(sorted(exclude)),
+            "annotating_issues": MetadataValue.json(sorted(set(ISSUES) - set(exclude))),
             "thresholds": MetadataValue.json(limits),
+            "issues": MetadataValue.md(
+                "\n".join(f"- **{name}**: {issue.description}" for name, issue in REGISTRY.items())
+            ),
             "flagged_samples": MetadataValue.md(
                 markdown_image(sheet, "flagged images") if sheet else "no image flagged"
             ),

@@ -7,5 +7,6 @@ tests, in a Dagster step, and in notebooks, and can be benchmarked on its own.
 - `hashing`: exact pixel hashes and 64-bit perceptual hashes (pHash, dHash);
 - `near_duplicates`: Hamming-ball search over perceptual hashes with a pigeonhole index;
 - `semantic`: a pinned, training-free embedding and SemDeDup-style semantic pairs;
-- `quality`: cleanvision-style quality scores and flags.
+- `image_issues`: cleanvision-style image quality issues, one registered object per issue
+  type, and their scores and flags (not to be confused with the `quality/` gates package).
 """

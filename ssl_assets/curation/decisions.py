@@ -6,12 +6,13 @@ override (include, exclude, unmerge) always wins and is visible as such.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from ssl_assets.curation.image_issues import ISSUES
 
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "semantic_duplicate")
 OTHER_REASONS = ("cross_split_duplicate", "forced_exclude", "batch_not_admitted")
@@ -19,8 +20,10 @@ OVERRIDE_ACTIONS = ("include", "exclude", "unmerge")
 CURATED_COLUMNS = ["image_id", "batch", "group_id", "split", "include", "reasons", "annotations"]
 
 
-def allowed_reasons(issues: tuple[str, ...]) -> list[str]:
-    return [*DUPLICATE_REASONS, *OTHER_REASONS, *issues]
+def allowed_reasons(issues: Iterable[str] | None = None) -> list[str]:
+    """Every reason an image may be excluded for: duplicates, the other fixed reasons, and an
+    issue name per quality issue (default: every issue registered in `image_issues`)."""
+    return [*DUPLICATE_REASONS, *OTHER_REASONS, *(ISSUES if issues is None else issues)]
 
 
 def decide(
@@ -86,55 +89,6 @@ def read_overrides_csv(path: Path) -> pd.DataFrame:
             f"overrides.csv has unknown actions {bad}; use include, exclude or unmerge"
         )
     return rows.reindex(columns=["image_id", "action", "who", "why"]).fillna("")
-
-
-def issue_table(
-    catalog: pd.DataFrame,
-    scores: pd.DataFrame,
-    thresholds: Mapping[str, float],
-    exclude: Sequence[str],
-    issues: Sequence[str],
-) -> pd.DataFrame:
-    """One row per (image, flagged issue): image_id, batch, issue, score, threshold, excludes.
-
-    `catalog`: admitted catalog rows (image_id, batch, orig_height, orig_width) in curation
-    order; `scores`: long-form quality scores (image_id, score, value). The geometric issues
-    are judged against every admitted image, so they are recomputed here, not stored."""
-    from ssl_assets.curation.quality import QualityThresholds, geometry_scores, quality_flags
-
-    columns = ["image_id", "batch", "issue", "score", "threshold", "excludes"]
-    if catalog.empty:
-        return pd.DataFrame(columns=columns)
-    wide = (
-        scores.pivot(index="image_id", columns="score", values="value")
-        .reindex(catalog["image_id"])
-        .reset_index()
-        if len(scores)
-        else pd.DataFrame({"image_id": catalog["image_id"]})
-    )
-    wide["orig_height"] = catalog["orig_height"].to_numpy()
-    wide["orig_width"] = catalog["orig_width"].to_numpy()
-    geometry = geometry_scores(wide[["orig_height", "orig_width"]].to_numpy())
-    for column in geometry:
-        wide[column] = geometry[column].to_numpy()
-    flags = quality_flags(wide, QualityThresholds(**{k: thresholds[k] for k in issues}))
-    parts = []
-    for issue in issues:
-        hit = flags[f"is_{issue}"].to_numpy()
-        score_col = f"{issue}_score"
-        parts.append(
-            pd.DataFrame(
-                {
-                    "image_id": catalog["image_id"].to_numpy()[hit],
-                    "batch": catalog["batch"].to_numpy()[hit],
-                    "issue": issue,
-                    "score": wide[score_col].to_numpy()[hit] if score_col in wide else np.nan,
-                    "threshold": thresholds[issue],
-                    "excludes": issue in exclude,
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True)[columns]
 
 
 @dataclass

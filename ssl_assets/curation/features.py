@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ssl_assets.curation.hashing import dhash64, phash64
-from ssl_assets.curation.quality import quality_scores
+from ssl_assets.curation.image_issues import quality_scores
 from ssl_assets.curation.semantic import EMBEDDING_DIM, pinned_embed
 
 CHUNK_IMAGES = 2048

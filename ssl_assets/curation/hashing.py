@@ -13,7 +13,7 @@ values agree with imagehash's in nearly all bits but are not guaranteed bit-iden
 packed row-major with the first bit as the most significant one, the order imagehash uses for its
 hex strings, so `f"{h:016x}"` reads like an imagehash string.
 
-The grayscale/resize helpers are public because `semantic` and `quality` reuse them.
+The grayscale/resize helpers are public because `semantic` and `image_issues` reuse them.
 """
 
 from __future__ import annotations
