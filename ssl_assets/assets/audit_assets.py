@@ -175,32 +175,16 @@ def diversity_audit(
         )
 
 
-def _diversity_metadata(
-    lake: LakeResource,
-    report: diversity.DiversityReport,
-    train: pd.DataFrame,
-    clusters: pd.DataFrame,
-    embedder: str,
-    seconds: float,
+def _diversity_pictures(
+    lake: LakeResource, report: diversity.DiversityReport, train: pd.DataFrame
 ) -> dict:
+    """The projection, the cluster sizes and sample images, saved under reports/ and shown."""
     n = len(train)
     none = "no included train images"
     title = f"{n} included train images, {int(report.metrics['clusters'])} clusters"
     per_image = report.per_image
     sample_rows = diversity.sample_rows(report, lambda pos: lake.read_rows(train.iloc[pos]))
     return {
-        "dagster/row_count": n,
-        "images": n,
-        "cluster_entropy": round(report.metrics["cluster_entropy"], 4),
-        "largest_cluster_share": round(report.metrics["largest_cluster_share"], 4),
-        "effective_clusters": round(report.metrics["effective_clusters"], 2),
-        "clusters": int(report.metrics["clusters"]),
-        "clusters_requested": int(report.metrics["clusters_requested"]),
-        "redundancy": round(report.metrics["redundancy"], 4),
-        "outlier_score_median": round(report.metrics["outlier_score_median"], 4),
-        "embedder": embedder,
-        "projection_method": "PCA (scikit-learn), 2 components",
-        "seconds": round(seconds, 3),
         "projection": MetadataValue.md(
             _png_md(
                 lake,
@@ -236,6 +220,32 @@ def _diversity_metadata(
             if sample_rows
             else none
         ),
+    }
+
+
+def _diversity_metadata(
+    lake: LakeResource,
+    report: diversity.DiversityReport,
+    train: pd.DataFrame,
+    clusters: pd.DataFrame,
+    embedder: str,
+    seconds: float,
+) -> dict:
+    n = len(train)
+    return {
+        "dagster/row_count": n,
+        "images": n,
+        "cluster_entropy": round(report.metrics["cluster_entropy"], 4),
+        "largest_cluster_share": round(report.metrics["largest_cluster_share"], 4),
+        "effective_clusters": round(report.metrics["effective_clusters"], 2),
+        "clusters": int(report.metrics["clusters"]),
+        "clusters_requested": int(report.metrics["clusters_requested"]),
+        "redundancy": round(report.metrics["redundancy"], 4),
+        "outlier_score_median": round(report.metrics["outlier_score_median"], 4),
+        "embedder": embedder,
+        "projection_method": "PCA (scikit-learn), 2 components",
+        "seconds": round(seconds, 3),
+        **_diversity_pictures(lake, report, train),
         "clusters_table": MetadataValue.md(
             _table_md(clusters[["cluster", "images", "share", "kmeans_clusters", "mean_outlier"]])
         ),
@@ -440,6 +450,60 @@ def _write_candidates(
     return table, str(csv_path), str(latest)
 
 
+def _candidates_metadata(
+    metadata: MetadataStore,
+    run_id: str,
+    config: LabelingCandidatesConfig,
+    picked: pd.DataFrame,
+    chosen: pd.DataFrame,
+    pixels: np.ndarray,
+    labeled: np.ndarray,
+    table: pd.DataFrame,
+    csv_path: str,
+    latest: str,
+    why: str,
+    embedder: str,
+    seconds: float,
+) -> dict:
+    """Record the run's metrics and return what the UI shows of the picks."""
+    distances = picked["distance"].dropna()
+    metadata.record_metrics(
+        "labeling_candidates",
+        None,
+        run_id,
+        {
+            "budget": config.budget,
+            "selected": len(picked),
+            "unlabeled_pool": int((~labeled).sum()),
+            "labeled_train": int(labeled.sum()),
+            "last_pick_distance": float(distances.iloc[-1]) if len(distances) else 0.0,
+            "seconds": seconds,
+        },
+    )
+    grid = [
+        (f"picks {s + 1}-{min(s + 8, len(chosen))}", list(pixels[s : s + 8]))
+        for s in range(0, min(len(chosen), 64), 8)
+    ]
+    return {
+        "dagster/row_count": len(table),
+        "budget": config.budget,
+        "selected": len(table),
+        "why": why,
+        "unlabeled_pool": int((~labeled).sum()),
+        "labeled_train_images": int(labeled.sum()),
+        "embedder": embedder,
+        "method": "k-center greedy (coreset), cosine geometry, labeled images as centres",
+        "csv": MetadataValue.path(csv_path),
+        "latest_csv": MetadataValue.path(latest),
+        "how_to_return_labels": "add a label column to the CSV and drop it as labels.csv "
+        "(columns image_id,label) into a later batch folder",
+        "thumbnails": MetadataValue.md(
+            markdown_image(grid_png(grid), "labeling candidates") if grid else "nothing to propose"
+        ),
+        "seconds": round(seconds, 3),
+    }
+
+
 @asset(
     deps=["curated_images"],
     group_name=GROUP,
@@ -492,46 +556,8 @@ def labeling_candidates(
     )
     newest = batches[-1] if batches else None
     metadata.write_labeling_candidates(run_id, rows, newest, len(batches), len(train), embedder)
-    distances = picked["distance"].dropna()
-    metadata.record_metrics(
-        "labeling_candidates",
-        None,
-        run_id,
-        {
-            "budget": config.budget,
-            "selected": len(picked),
-            "unlabeled_pool": int((~labeled).sum()),
-            "labeled_train": int(labeled.sum()),
-            "last_pick_distance": float(distances.iloc[-1]) if len(distances) else 0.0,
-            "seconds": seconds,
-        },
-    )
-    grid = [
-        (f"picks {s + 1}-{min(s + 8, len(chosen))}", list(pixels[s : s + 8]))
-        for s in range(0, min(len(chosen), 64), 8)
-    ]
-    yield MaterializeResult(
-        metadata={
-            "dagster/row_count": len(table),
-            "budget": config.budget,
-            "selected": len(table),
-            "why": why,
-            "unlabeled_pool": int((~labeled).sum()),
-            "labeled_train_images": int(labeled.sum()),
-            "embedder": embedder,
-            "method": "k-center greedy (coreset), cosine geometry, labeled images as centres",
-            "csv": MetadataValue.path(csv_path),
-            "latest_csv": MetadataValue.path(latest),
-            "how_to_return_labels": "add a label column to the CSV and drop it as labels.csv "
-            "(columns image_id,label) into a later batch folder",
-            "thumbnails": MetadataValue.md(
-                markdown_image(grid_png(grid), "labeling candidates")
-                if grid
-                else "nothing to propose"
-            ),
-            "seconds": round(seconds, 3),
-        }
-    )
+    shown = (picked, chosen, pixels, labeled, table, csv_path, latest, why, embedder, seconds)
+    yield MaterializeResult(metadata=_candidates_metadata(metadata, run_id, config, *shown))
     verdict = suite_verdict(
         table,
         check_name="labeling_candidates_suite",

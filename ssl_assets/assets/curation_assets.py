@@ -9,6 +9,7 @@ Every catalog version comes from the `image_spec` resource, so all four read the
 import time
 from collections.abc import Iterator
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -54,7 +55,12 @@ from ssl_assets.curation.image_issues import (
 )
 from ssl_assets.curation.semantic import PINNED_EMBEDDER_VERSION
 from ssl_assets.curation.splits import SplitConfig, assign_splits, prepare_pending
-from ssl_assets.data.catalog import build_batch_catalog, save_array_atomic, take_staged_catalog
+from ssl_assets.data.catalog import (
+    BatchCatalog,
+    build_batch_catalog,
+    save_array_atomic,
+    take_staged_catalog,
+)
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
 from ssl_assets.refusals import refused
 
@@ -117,29 +123,11 @@ def image_catalog(
     version = image_spec.version
     array_path = lake.catalog_array(version, batch)
     started = time.perf_counter()
-    ok_rows = metadata.ok_images(batch)
-    catalog = take_staged_catalog(lake.staged_array(version, batch), ok_rows, lake.path(array_path))
-    decoded_at_ingest = catalog is not None
-    if catalog is None:
-        catalog = build_batch_catalog(lake.batch_dir(batch), ok_rows, image_spec.spec)
-        save_array_atomic(catalog.arrays, lake.path(array_path))
+    catalog, decoded_at_ingest = _decoded(lake, metadata, image_spec, batch, array_path)
     decode_s = time.perf_counter() - started
     started = time.perf_counter()
-    sizes = catalog.index[["orig_height", "orig_width"]].to_numpy()
-    features = image_features(catalog.arrays, sizes)
+    index, failures = _describe(lake, metadata, catalog, batch, version, array_path, run_id)
     features_s = time.perf_counter() - started
-    save_array_atomic(features.embeddings, lake.path(lake.pinned_array(array_path)))
-    index, scores, failures = catalog_tables(
-        catalog.index,
-        catalog.failures,
-        features,
-        batch=batch,
-        version=version,
-        array_path=array_path,
-        embedder=PINNED_EMBEDDER_VERSION,
-        stamp={"run_id": run_id, "recorded_at": utcnow()},
-    )
-    metadata.write_catalog(batch, version, index, failures, scores)
     metadata.record_metrics(
         "image_catalog",
         batch,
@@ -166,6 +154,53 @@ def image_catalog(
         check_name="catalog_complete", metric="failures", value=len(failures), max_value=0
     )
     yield record_check(metadata, "image_catalog", verdict, partition=batch, run_id=run_id)
+
+
+def _describe(
+    lake: LakeResource,
+    metadata: MetadataStore,
+    catalog: BatchCatalog,
+    batch: str,
+    version: str,
+    array_path: str,
+    run_id: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hashes, pinned embeddings and quality scores from the same pixels, stored beside the
+    array and in the store; returns the catalog index and failures as recorded."""
+    sizes = catalog.index[["orig_height", "orig_width"]].to_numpy()
+    features = image_features(catalog.arrays, sizes)
+    save_array_atomic(features.embeddings, lake.path(lake.pinned_array(array_path)))
+    index, scores, failures = catalog_tables(
+        catalog.index,
+        catalog.failures,
+        features,
+        batch=batch,
+        version=version,
+        array_path=array_path,
+        embedder=PINNED_EMBEDDER_VERSION,
+        stamp={"run_id": run_id, "recorded_at": utcnow()},
+    )
+    metadata.write_catalog(batch, version, index, failures, scores)
+    return index, failures
+
+
+def _decoded(
+    lake: LakeResource,
+    metadata: MetadataStore,
+    image_spec: ImageSpecResource,
+    batch: str,
+    array_path: str,
+) -> tuple[BatchCatalog, bool]:
+    """The batch's canonical pixels: ingestion's staged arrays when they hold exactly the
+    manifest's ok rows, else decoded from the files now; and whether they were staged."""
+    ok_rows = metadata.ok_images(batch)
+    staged = lake.staged_array(image_spec.version, batch)
+    catalog = take_staged_catalog(staged, ok_rows, lake.path(array_path))
+    if catalog is not None:
+        return catalog, True
+    catalog = build_batch_catalog(lake.batch_dir(batch), ok_rows, image_spec.spec)
+    save_array_atomic(catalog.arrays, lake.path(array_path))
+    return catalog, False
 
 
 def _catalog_metadata(catalog, index, failures, version: str, array_path: str, batch: str) -> dict:
@@ -226,6 +261,30 @@ DUPLICATES_SCHEMA = TableSchema(
 )
 
 
+def _groups(
+    config: DuplicatesConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    new: pd.DataFrame,
+    old: pd.DataFrame,
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str]:
+    """Edges of the three tiers from the new images to each other and to the old ones, and the
+    groups they form (an unmerged image stays alone); (None, None, embedder) when none is new."""
+    cfg = DedupConfig(
+        near_max_distance=config.near_max_distance,
+        semantic_threshold=config.semantic_threshold,
+        semantic_clusters=config.semantic_clusters,
+        seed=config.seed,
+    )
+    with refused():
+        embed, embedder = semantic_embedder(config.embedder, lake.read_rows, lake.model_dir)
+        if new.empty:
+            return None, None, embedder
+        edges = find_edges(new, embed(new), old, embed(old), cfg)
+    unmerged = metadata.overridden("unmerge")
+    return assign_groups(new["image_id"].tolist(), old, edges, unmerged), edges, embedder
+
+
 @asset(
     deps=["image_catalog"],
     group_name="curation",
@@ -248,21 +307,8 @@ def duplicates(
     catalog = metadata.admitted_catalog(image_spec.version)
     done = metadata.deduplicated()
     new, old = new_and_old(catalog, done)
-    cfg = DedupConfig(
-        near_max_distance=config.near_max_distance,
-        semantic_threshold=config.semantic_threshold,
-        semantic_clusters=config.semantic_clusters,
-        seed=config.seed,
-    )
     started = time.perf_counter()
-    with refused():
-        embed, embedder = semantic_embedder(config.embedder, lake.read_rows, lake.model_dir)
-        edges = find_edges(new, embed(new), old, embed(old), cfg) if len(new) else None
-        groups = (
-            assign_groups(new["image_id"].tolist(), old, edges, metadata.overridden("unmerge"))
-            if len(new)
-            else None
-        )
+    groups, edges, embedder = _groups(config, lake, metadata, new, old)
     seconds = time.perf_counter() - started
     per_tier = {"exact": 0, "near": 0, "semantic": 0}
     sheet = None
@@ -418,6 +464,56 @@ CURATED_SCHEMA = TableSchema(
 )
 
 
+def _split_and_decide(
+    config: CuratedImagesConfig, lake: LakeResource, metadata: MetadataStore, run_id: str
+) -> tuple[int, pd.DataFrame]:
+    """Import new overrides, give new images their split once, and rebuild the include
+    decision of every image; returns (overrides imported, the new split rows)."""
+    overrides_csv = lake.path("overrides.csv")
+    with refused():
+        overrides = read_overrides_csv(overrides_csv) if overrides_csv.is_file() else None
+    imported = metadata.import_overrides(overrides) if overrides is not None else 0
+    split_cfg = SplitConfig(config.train, config.val, config.test, config.split_seed)
+    new_splits = assign_splits(
+        prepare_pending(metadata.unsplit_images()), metadata.group_splits(), split_cfg
+    )
+    if len(new_splits):
+        metadata.append_splits(new_splits.assign(run_id=run_id, assigned_at=utcnow()))
+    curated = decide(
+        metadata.split_images(),
+        metadata.image_issues(),
+        metadata.current_overrides(),
+        set(metadata.admitted_batches()),
+    )
+    metadata.replace_curated(curated.assign(run_id=run_id, updated_at=utcnow()))
+    return imported, new_splits
+
+
+def _curation_verdicts(stored: pd.DataFrame, summary, config: CuratedImagesConfig) -> list:
+    """The GX suite, the excluded share of the worst batch and the leak count."""
+    worst = summary.worst_batch
+    return [
+        suite_verdict(
+            stored,
+            check_name="curated_images_suite",
+            suite_name="curated_images",
+            expectations=curated_images_suite(allowed_reasons(ISSUES)),
+        ),
+        bounds_verdict(
+            check_name="excluded_fraction_per_batch",
+            metric=f"excluded_fraction[{worst}]" if worst else "excluded_fraction",
+            value=summary.excluded_fraction_by_batch.get(worst, 0.0) if worst else 0.0,
+            max_value=config.max_excluded_fraction,
+        ),
+        bounds_verdict(
+            check_name="no_group_across_splits",
+            metric="groups_with_included_images_in_two_splits",
+            value=summary.groups_across_splits,
+            max_value=config.max_groups_across_splits,
+        ),
+    ]
+
+
 @asset(
     deps=["duplicates", "quality_issues"],
     group_name="curation",
@@ -457,23 +553,7 @@ def curated_images(
     group; an image whose duplicates span splits, or whose pin contradicts its group, is excluded
     as cross_split_duplicate. Overrides (overrides.csv or the `overrides` table) always win."""
     run_id = context.run.run_id
-    overrides_csv = lake.path("overrides.csv")
-    with refused():
-        overrides = read_overrides_csv(overrides_csv) if overrides_csv.is_file() else None
-    imported = metadata.import_overrides(overrides) if overrides is not None else 0
-    split_cfg = SplitConfig(config.train, config.val, config.test, config.split_seed)
-    new_splits = assign_splits(
-        prepare_pending(metadata.unsplit_images()), metadata.group_splits(), split_cfg
-    )
-    if len(new_splits):
-        metadata.append_splits(new_splits.assign(run_id=run_id, assigned_at=utcnow()))
-    curated = decide(
-        metadata.split_images(),
-        metadata.image_issues(),
-        metadata.current_overrides(),
-        set(metadata.admitted_batches()),
-    )
-    metadata.replace_curated(curated.assign(run_id=run_id, updated_at=utcnow()))
+    imported, new_splits = _split_and_decide(config, lake, metadata, run_id)
     stored = metadata.curated_images()
     summary = summarise(stored)
     metadata.record_metrics(
@@ -509,26 +589,6 @@ def curated_images(
             ),
         }
     )
-    worst = summary.worst_batch
-    verdicts = [
-        suite_verdict(
-            stored,
-            check_name="curated_images_suite",
-            suite_name="curated_images",
-            expectations=curated_images_suite(allowed_reasons(ISSUES)),
-        ),
-        bounds_verdict(
-            check_name="excluded_fraction_per_batch",
-            metric=f"excluded_fraction[{worst}]" if worst else "excluded_fraction",
-            value=summary.excluded_fraction_by_batch.get(worst, 0.0) if worst else 0.0,
-            max_value=config.max_excluded_fraction,
-        ),
-        bounds_verdict(
-            check_name="no_group_across_splits",
-            metric="groups_with_included_images_in_two_splits",
-            value=summary.groups_across_splits,
-            max_value=config.max_groups_across_splits,
-        ),
-    ]
+    verdicts = _curation_verdicts(stored, summary, config)
     for verdict in verdicts:
         yield record_check(metadata, "curated_images", verdict, partition=None, run_id=run_id)

@@ -174,6 +174,55 @@ PROBES_SCHEMA = TableSchema(
 )
 
 
+def _label_efficiency(
+    context: AssetExecutionContext,
+    config: ProbesConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    compute: ComputeResource,
+    profile: Profile,
+    model_id: str,
+    meta: dict,
+    data: LabeledSplits,
+):
+    """The label-efficiency table: SSL and random-init features probed per budget and seed,
+    beside the scratch baseline; returns (table, scratch config, SSL wall seconds)."""
+    from ssl_assets.ml.encoder_io import build_from_meta
+    from ssl_assets.ml.evaluate.budgets import parse_budgets
+    from ssl_assets.ml.evaluate.efficiency import ScratchConfig, label_efficiency, ssl_wall_time
+    from ssl_assets.ml.evaluate.features import embed_images
+
+    random_encoder = build_from_meta(meta)
+    cap = config.scratch_max_seconds or profile.scratch_max_seconds
+    wall = ssl_wall_time(meta)
+    scratch = ScratchConfig(
+        backbone=meta["backbone"],
+        backbone_kwargs=meta.get("backbone_kwargs", {}),
+        time_budget_s=min(wall, cap) if wall > 0 else cap,
+        epochs=10_000,
+        device=compute.torch_device(),
+    )
+    table = label_efficiency(
+        {
+            "ssl": tuple(_embeddings(lake, metadata, model_id, data.ids[s]) for s in SPLITS),
+            "random": tuple(
+                embed_images(random_encoder, data.images[s], meta["preprocessing"]) for s in SPLITS
+            ),
+        },
+        tuple(data.labels[s] for s in SPLITS),
+        parse_budgets([tuple(float(x) for x in b.split(":")) for b in config.budgets.split(",")]),
+        seeds=range(config.seeds or profile.eval_seeds),
+        num_classes=len(data.class_names),
+        scratch=scratch,
+        images=tuple(data.images[s] for s in SPLITS),
+        preprocessing=meta["preprocessing"],
+        on_row=lambda r: context.log.info(
+            f"{r['budget']} seed {r['seed']} {r['method']}: test accuracy {r['accuracy']:.3f}"
+        ),
+    )
+    return table, scratch, wall
+
+
 @asset(
     deps=["image_embeddings"],
     group_name="evaluation",
@@ -203,47 +252,14 @@ def probes(
     """Linear and weighted-kNN probes on frozen features, per label budget and seed (model
     choices on val, scored on test), beside a randomly initialised encoder's features and the
     same backbone trained from scratch on the same labels for the same wall time."""
-    from ssl_assets.ml.encoder_io import build_from_meta, load_encoder
-    from ssl_assets.ml.evaluate.budgets import parse_budgets
-    from ssl_assets.ml.evaluate.efficiency import (
-        ScratchConfig,
-        label_efficiency,
-        plot_label_efficiency,
-        ssl_wall_time,
-        summarise,
-    )
-    from ssl_assets.ml.evaluate.features import embed_images
+    from ssl_assets.ml.encoder_io import load_encoder
+    from ssl_assets.ml.evaluate.efficiency import plot_label_efficiency, summarise
 
     model_id = _latest_encoder(metadata)["model_id"]
     _, meta = load_encoder(lake.model_dir(model_id))
     data = _labeled(metadata, lake, image_spec.version)
-    random_encoder = build_from_meta(meta)
-    cap = config.scratch_max_seconds or profile.scratch_max_seconds
-    wall = ssl_wall_time(meta)
-    scratch = ScratchConfig(
-        backbone=meta["backbone"],
-        backbone_kwargs=meta.get("backbone_kwargs", {}),
-        time_budget_s=min(wall, cap) if wall > 0 else cap,
-        epochs=10_000,
-        device=compute.torch_device(),
-    )
-    table = label_efficiency(
-        {
-            "ssl": tuple(_embeddings(lake, metadata, model_id, data.ids[s]) for s in SPLITS),
-            "random": tuple(
-                embed_images(random_encoder, data.images[s], meta["preprocessing"]) for s in SPLITS
-            ),
-        },
-        tuple(data.labels[s] for s in SPLITS),
-        parse_budgets([tuple(float(x) for x in b.split(":")) for b in config.budgets.split(",")]),
-        seeds=range(config.seeds or profile.eval_seeds),
-        num_classes=len(data.class_names),
-        scratch=scratch,
-        images=tuple(data.images[s] for s in SPLITS),
-        preprocessing=meta["preprocessing"],
-        on_row=lambda r: context.log.info(
-            f"{r['budget']} seed {r['seed']} {r['method']}: test accuracy {r['accuracy']:.3f}"
-        ),
+    table, scratch, wall = _label_efficiency(
+        context, config, lake, metadata, compute, profile, model_id, meta, data
     )
     rows = table[[c for c in PROBE_COLUMNS if c in table.columns]]
     metadata.replace_probes(
@@ -342,6 +358,72 @@ def _finetune(
     return result, cfg, report
 
 
+def _finetuned_id(
+    config: FinetuneAssetConfig, version: str, encoder_id: str, data: LabeledSplits
+) -> str:
+    """The id names everything that made the model: encoder, settings, catalog, labeled data."""
+    key = {
+        "encoder": encoder_id,
+        "config": config.model_dump(),
+        "catalog_version": version,
+        "classes": data.class_names,
+        "train": data.ids["train"],
+    }
+    return "ft-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _save_and_register(
+    context: AssetExecutionContext,
+    config: FinetuneAssetConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    image_spec: ImageSpecResource,
+    encoder_id: str,
+    meta: dict,
+    data: LabeledSplits,
+    result,
+    cfg,
+    report: dict,
+) -> str:
+    """Write the fine-tuned model beside its preprocessing, register it as a candidate and
+    record its headline metrics; returns its id, which names everything that made it."""
+    from ssl_assets.ml.evaluate.model_io import MODEL_META, save_finetuned
+
+    model_id = _finetuned_id(config, image_spec.version, encoder_id, data)
+    out_dir = lake.model_dir(model_id)
+    save_finetuned(
+        result.deploy_model,
+        out_dir,
+        backbone=meta["backbone"],
+        backbone_kwargs=meta.get("backbone_kwargs", {}),
+        class_names=data.class_names,
+        canonical=image_spec.spec,
+        metrics=report,
+        info={"encoder": encoder_id, "finetune": cfg.describe()},
+    )
+    metadata.register_model(
+        model_id=model_id,
+        kind="finetuned",
+        path=lake.model_rel(model_id),
+        content_hash=json.loads((out_dir / MODEL_META).read_text()).get("weights_sha256"),
+        config=cfg.describe(),
+        metrics=report,
+        lineage={"encoder": encoder_id, "run_id": context.run.run_id},
+        status="candidate",
+        reason="awaiting champion comparison",
+        run_id=context.run.run_id,
+    )
+    headline = {
+        "test_accuracy": report.get("accuracy"),
+        "ece": report.get("ece"),
+        "max_subgroup_gap": report.get("max_subgroup_gap"),
+        "val_accuracy": getattr(result.log, "best_val_accuracy", None),
+    }
+    numbers = {k: float(v) for k, v in headline.items() if isinstance(v, int | float)}
+    metadata.record_metrics("finetuned_model", model_id, context.run.run_id, numbers)
+    return model_id
+
+
 @asset(
     deps=["ssl_encoder"],
     group_name="evaluation",
@@ -372,55 +454,13 @@ def finetuned_model(
     accuracy, calibration (ECE) and robustness to noise, blur and brightness."""
     from ssl_assets.ml.encoder_io import load_encoder
     from ssl_assets.ml.evaluate.metrics import flat_metrics, subgroups_beside
-    from ssl_assets.ml.evaluate.model_io import MODEL_META, save_finetuned
 
     encoder_id = _latest_encoder(metadata)["model_id"]
     backbone, meta = load_encoder(lake.model_dir(encoder_id))
     data = _labeled(metadata, lake, image_spec.version)
     result, cfg, report = _finetune(config, profile, compute, backbone, meta, data)
-    # The id names everything that made the model: encoder, settings, catalog, labeled data.
-    key = {
-        "encoder": encoder_id,
-        "config": config.model_dump(),
-        "catalog_version": image_spec.version,
-        "classes": data.class_names,
-        "train": data.ids["train"],
-    }
-    model_id = "ft-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    out_dir = lake.model_dir(model_id)
-    save_finetuned(
-        result.deploy_model,
-        out_dir,
-        backbone=meta["backbone"],
-        backbone_kwargs=meta.get("backbone_kwargs", {}),
-        class_names=data.class_names,
-        canonical=image_spec.spec,
-        metrics=report,
-        info={"encoder": encoder_id, "finetune": cfg.describe()},
-    )
-    metadata.register_model(
-        model_id=model_id,
-        kind="finetuned",
-        path=lake.model_rel(model_id),
-        content_hash=json.loads((out_dir / MODEL_META).read_text()).get("weights_sha256"),
-        config=cfg.describe(),
-        metrics=report,
-        lineage={"encoder": encoder_id, "run_id": context.run.run_id},
-        status="candidate",
-        reason="awaiting champion comparison",
-        run_id=context.run.run_id,
-    )
-    headline = {
-        "test_accuracy": report.get("accuracy"),
-        "ece": report.get("ece"),
-        "max_subgroup_gap": report.get("max_subgroup_gap"),
-        "val_accuracy": getattr(result.log, "best_val_accuracy", None),
-    }
-    metadata.record_metrics(
-        "finetuned_model",
-        model_id,
-        context.run.run_id,
-        {k: float(v) for k, v in headline.items() if isinstance(v, int | float)},
+    model_id = _save_and_register(
+        context, config, lake, metadata, image_spec, encoder_id, meta, data, result, cfg, report
     )
     beside = subgroups_beside(report.get("subgroups") or {}, metadata.latest_bias_shares())
     yield MaterializeResult(
@@ -490,6 +530,38 @@ def _contenders(lake: LakeResource, metadata: MetadataStore):
     return challenger_row, challenger, champion_row, champion, note
 
 
+def _judge(
+    config: ChampionConfig,
+    metadata: MetadataStore,
+    challenger_row: pd.Series,
+    challenger,
+    champion,
+    data: LabeledSplits,
+):
+    """Re-score challenger and champion side by side on the same val images and apply the
+    promotion rule (the challenger's test accuracy is carried along, never used)."""
+    from ssl_assets.ml.evaluate.promotion import PromotionPolicy, compare_models
+
+    encoder = metadata.model(json.loads(challenger_row["lineage"] or "{}").get("encoder"))
+    test_acc = json.loads(challenger_row["metrics"] or "{}").get("accuracy")
+    decision = compare_models(
+        challenger,
+        champion,
+        data.images["val"],
+        data.labels["val"],
+        collapse_ok=encoder is not None and encoder["status"] != "rejected",
+        groups=data.groups["val"] or None,
+        policy=PromotionPolicy(
+            tolerance=config.tolerance,
+            max_subgroup_gap=config.max_subgroup_gap,
+            min_group_size=config.min_group_size,
+            n_resamples=config.bootstrap_resamples,
+        ),
+        reported={"test_accuracy": test_acc},
+    )
+    return decision
+
+
 @asset(
     deps=["finetuned_model", "probes"],
     group_name="evaluation",
@@ -529,30 +601,12 @@ def champion_model(
     champion are re-scored side by side on the same val images; the challenger replaces the
     champion only when every rule passes. Every decision and its reasons land in `promotions`
     and `models`; a model card is written beside the champion's weights."""
-    from ssl_assets.ml.evaluate.promotion import PromotionPolicy, compare_models
-
     run_id = context.run.run_id
     challenger_row, challenger, champion_row, champion, note = _contenders(lake, metadata)
     challenger_id = challenger_row["model_id"]
     same = champion_row is not None and champion_row["model_id"] == challenger_id
     data = _labeled(metadata, lake, image_spec.version)
-    encoder = metadata.model(json.loads(challenger_row["lineage"] or "{}").get("encoder"))
-    test_acc = json.loads(challenger_row["metrics"] or "{}").get("accuracy")
-    decision = compare_models(
-        challenger,
-        champion,
-        data.images["val"],
-        data.labels["val"],
-        collapse_ok=encoder is not None and encoder["status"] != "rejected",
-        groups=data.groups["val"] or None,
-        policy=PromotionPolicy(
-            tolerance=config.tolerance,
-            max_subgroup_gap=config.max_subgroup_gap,
-            min_group_size=config.min_group_size,
-            n_resamples=config.bootstrap_resamples,
-        ),
-        reported={"test_accuracy": test_acc},
-    )
+    decision = _judge(config, metadata, challenger_row, challenger, champion, data)
     reasons = [*decision.reasons, *([note] if note else [])]
     boot = decision.bootstrap
     scores = {

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from quality import thresholds
 from quality.gates import floors_verdict, record_check
+from quality.verdict import Verdict
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
 from resources.settings import ComputeResource, ImageSpecResource
@@ -159,6 +160,89 @@ def _train(
     return dict(reported), len(epochs)
 
 
+def _inputs(
+    config: PretrainConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    image_spec: ImageSpecResource,
+) -> tuple[TrainingSet, Any]:
+    """What a run trains on and from: the curated train split (refused while a blocking
+    curation or audit gate's latest verdict is a failure: a data rule, like admission) and the
+    champion's encoder row when warm-starting."""
+    blocked = metadata.blocking_failures(GATES_BEFORE_PRETRAINING)
+    if blocked:
+        raise Failure(
+            description="pretraining is blocked by failed gates: " + "; ".join(blocked),
+            metadata={"failed_gates": MetadataValue.json(blocked)},
+        )
+    with refused():
+        data = training_set(
+            metadata.training_rows(image_spec.version), image_spec.version, lake.path
+        )
+    warm = metadata.current_champion("encoder") if config.warm_start_from_champion else None
+    return data, warm
+
+
+def _weights_path(lake: LakeResource, model_id: str) -> str:
+    from ssl_assets.ml.encoder_io import ENCODER_WEIGHTS
+
+    return f"{lake.model_rel(model_id)}/{ENCODER_WEIGHTS}"
+
+
+def _register(
+    context: AssetExecutionContext,
+    config: PretrainConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    model_id: str,
+    cfg: Any,
+    lineage: dict,
+) -> tuple[Verdict, list[dict]]:
+    """Read what the trainer wrote, record its epochs, judge collapse and register the encoder
+    (rejected when collapsed); returns the verdict and the per-epoch history."""
+    from ssl_assets.ml.encoder_io import ENCODER_META
+
+    meta_path = lake.model_dir(model_id) / ENCODER_META
+    if not meta_path.is_file():
+        raise Failure(f"training finished without writing {meta_path}")
+    encoder_meta = json.loads(meta_path.read_text())
+    history = encoder_meta.get("history") or []
+    final = history[-1] if history else {}
+    for epoch in history:
+        numbers = {
+            k: v for k, v in epoch.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        metadata.record_metrics(
+            "ssl_encoder",
+            model_id,
+            context.run.run_id,
+            {f"epoch_{k}": v for k, v in numbers.items()},
+        )
+    std_ratio = float(final.get("embedding_std", 0.0)) / float(
+        final.get("embedding_std_reference", 1.0) or 1.0
+    )
+    verdict = floors_verdict(
+        check_name="encoder_not_collapsed",
+        values={
+            "embedding_std_ratio": (std_ratio, config.min_std_ratio),
+            "effective_rank": (float(final.get("effective_rank", 0.0)), config.min_effective_rank),
+        },
+    )
+    metadata.register_model(
+        model_id=model_id,
+        kind="encoder",
+        path=_weights_path(lake, model_id),
+        content_hash=encoder_meta.get("weights_sha256"),
+        config=cfg.to_dict(),
+        metrics={k: v for k, v in final.items() if isinstance(v, int | float | str)},
+        lineage=lineage,
+        status="candidate" if verdict.passed else "rejected",
+        reason="passed the collapse check" if verdict.passed else "collapsed",
+        run_id=context.run.run_id,
+    )
+    return verdict, history
+
+
 @asset(
     deps=["curated_images", "diversity_audit", "bias_audit"],
     group_name="pretraining",
@@ -187,20 +271,9 @@ def ssl_encoder(
     included train split of curated_images, from the decoded catalog arrays. Weights and config
     land in models/<model_id>/ and the `models` registry with lineage (data snapshot, code
     version, warm start). Resumes from its own checkpoints when re-executed."""
-    from ssl_assets.ml.encoder_io import ENCODER_META, ENCODER_WEIGHTS
     from ssl_assets.ml.train import config_hash
 
-    blocked = metadata.blocking_failures(GATES_BEFORE_PRETRAINING)
-    if blocked:
-        raise Failure(
-            description="pretraining is blocked by failed gates: " + "; ".join(blocked),
-            metadata={"failed_gates": MetadataValue.json(blocked)},
-        )
-    with refused():
-        data = training_set(
-            metadata.training_rows(image_spec.version), image_spec.version, lake.path
-        )
-    warm = metadata.current_champion("encoder") if config.warm_start_from_champion else None
+    data, warm = _inputs(config, lake, metadata, image_spec)
     warm_path = lake.path(warm["path"]) if warm is not None else None
     cfg = _train_config(config, profile, compute, data.images)
     # The world size changes how batches are split (and BatchNorm statistics), so a checkpoint
@@ -214,34 +287,6 @@ def ssl_encoder(
         f"process(es)" + (f", warm start from {warm['model_id']}" if warm is not None else "")
     )
     reported, epoch_reports = _train(context, config, lake, data, cfg, run_hash, warm_path)
-    meta_path = lake.model_dir(model_id) / ENCODER_META
-    if not meta_path.is_file():
-        raise Failure(f"training finished without writing {meta_path}")
-    encoder_meta = json.loads(meta_path.read_text())
-    history = encoder_meta.get("history") or []
-    final = history[-1] if history else {}
-    for epoch_metrics in history:
-        numbers = {
-            k: v
-            for k, v in epoch_metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        metadata.record_metrics(
-            "ssl_encoder",
-            model_id,
-            context.run.run_id,
-            {f"epoch_{k}": v for k, v in numbers.items()},
-        )
-    std_ratio = float(final.get("embedding_std", 0.0)) / float(
-        final.get("embedding_std_reference", 1.0) or 1.0
-    )
-    verdict = floors_verdict(
-        check_name="encoder_not_collapsed",
-        values={
-            "embedding_std_ratio": (std_ratio, config.min_std_ratio),
-            "effective_rank": (float(final.get("effective_rank", 0.0)), config.min_effective_rank),
-        },
-    )
     lineage = {
         "data_fingerprint": data.fingerprint,
         "catalog_version": image_spec.version,
@@ -250,18 +295,7 @@ def ssl_encoder(
         "warm_start": warm["model_id"] if warm is not None else None,
         "run_id": context.run.run_id,
     }
-    metadata.register_model(
-        model_id=model_id,
-        kind="encoder",
-        path=f"{lake.model_rel(model_id)}/{ENCODER_WEIGHTS}",
-        content_hash=encoder_meta.get("weights_sha256"),
-        config=cfg.to_dict(),
-        metrics={k: v for k, v in final.items() if isinstance(v, int | float | str)},
-        lineage=lineage,
-        status="candidate" if verdict.passed else "rejected",
-        reason="passed the collapse check" if verdict.passed else "collapsed",
-        run_id=context.run.run_id,
-    )
+    verdict, history = _register(context, config, lake, metadata, model_id, cfg, lineage)
     curves = training_curves_png(history)
     yield MaterializeResult(
         metadata={
@@ -272,7 +306,7 @@ def ssl_encoder(
             "train_images": data.images,
             "processes": config.processes,
             "epoch_reports": epoch_reports,
-            "weights": f"{lake.model_rel(model_id)}/{ENCODER_WEIGHTS}",
+            "weights": _weights_path(lake, model_id),
             "lineage": MetadataValue.json(lineage),
             "curves": MetadataValue.md(markdown_image(curves, "training curves"))
             if curves
