@@ -52,11 +52,12 @@ def semantic_embedder(
     from ssl_assets.ml.encoder_io import ENCODER_META, load_encoder
     from ssl_assets.ml.evaluate.features import embed_images
 
-    if not (model_dir / ENCODER_META).is_file():
+    directory = model_dir(name)
+    if not (directory / ENCODER_META).is_file():
         raise ValueError(
-            f"embedder {name!r} is neither 'pinned' nor an encoder in {model_dir.parent}"
+            f"embedder {name!r} is neither 'pinned' nor an encoder in {directory.parent}"
         )
-    backbone, meta = load_encoder(model_dir)
+    backbone, meta = load_encoder(directory)
 
     def encoder(rows: pd.DataFrame) -> np.ndarray:
         if rows.empty:
