@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ssl_assets.atomic import write_atomic
+from ssl_assets.atomic import file_sha256, write_atomic
 from ssl_assets.ml import distributed
 from ssl_assets.ml.augment import AUGMENTATION_PRESETS, build_augmentation, normalize, to_float
 from ssl_assets.ml.backbones import ResNetBackbone, SmallCNN, build_backbone
@@ -214,7 +214,7 @@ def config_hash(
     h = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
     h.update(str(data_fingerprint).encode())
     if warm_start is not None:
-        h.update(_file_sha256(Path(warm_start)).encode())
+        h.update(file_sha256(warm_start).encode())
     return h.hexdigest()[:16]
 
 
@@ -226,14 +226,6 @@ def state_digest(tensors: Mapping[str, Tensor]) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -1103,7 +1095,7 @@ def _write_encoder(
         "metrics": state.history[-1] if state.history else {},
         "history": state.history,
         "config": cfg.to_dict(),
-        "weights_sha256": _file_sha256(weights),
+        "weights_sha256": file_sha256(weights),
     }
     write_atomic(meta_path, lambda p: _write_json(p, meta))
     return weights, meta_path
