@@ -172,6 +172,7 @@ def test_encoder_directory_round_trip_and_tamper_check(tmp_path: Path) -> None:
 
 def test_load_encoder_reads_what_the_training_loop_writes(tmp_path: Path) -> None:
     from ssl_assets.ml import train as train_mod
+    from ssl_assets.ml.config import TrainConfig
     from ssl_assets.ml.data import ImageSet
 
     assert encoder_io.ENCODER_WEIGHTS == train_mod.ENCODER_WEIGHTS
@@ -180,7 +181,7 @@ def test_load_encoder_reads_what_the_training_loop_writes(tmp_path: Path) -> Non
     data = ImageSet(
         torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
     )
-    cfg = train_mod.TrainConfig(
+    cfg = TrainConfig(
         method="simclr",
         backbone="small_cnn",
         backbone_kwargs={"widths": [8, 16], "strides": [2, 2]},

@@ -21,13 +21,12 @@ from safetensors.torch import load_file
 from ssl_assets.ml import train as train_mod
 from ssl_assets.ml.augment import build_augmentation
 from ssl_assets.ml.backbones import build_backbone
+from ssl_assets.ml.config import TrainConfig, config_hash
 from ssl_assets.ml.data import EpochSampler, ImageSet, load_images, synthetic_shapes
 from ssl_assets.ml.objectives import build_objective
 from ssl_assets.ml.train import (
     SSLModel,
-    TrainConfig,
     build_optimizer,
-    config_hash,
     list_checkpoints,
     load_latest_checkpoint,
     lr_at,
