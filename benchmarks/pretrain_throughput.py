@@ -75,7 +75,8 @@ from ssl_assets.ml.backbones import build_backbone  # noqa: E402
 from ssl_assets.ml.config import TrainConfig  # noqa: E402
 from ssl_assets.ml.data import load_images  # noqa: E402
 from ssl_assets.ml.objectives import build_objective  # noqa: E402
-from ssl_assets.ml.train import SSLModel, build_optimizer, train  # noqa: E402
+from ssl_assets.ml.optim import build_optimizer  # noqa: E402
+from ssl_assets.ml.train import SSLModel, train  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 BATCH = 256

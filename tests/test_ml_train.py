@@ -24,14 +24,12 @@ from ssl_assets.ml.backbones import build_backbone
 from ssl_assets.ml.config import TrainConfig, config_hash
 from ssl_assets.ml.data import EpochSampler, ImageSet, load_images, synthetic_shapes
 from ssl_assets.ml.objectives import build_objective
+from ssl_assets.ml.optim import build_optimizer, lr_at, split_decay_parameters
 from ssl_assets.ml.train import (
     SSLModel,
-    build_optimizer,
     list_checkpoints,
     load_latest_checkpoint,
-    lr_at,
     save_checkpoint,
-    split_decay_parameters,
     train,
 )
 
