@@ -18,20 +18,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ssl_assets.ml import checkpoint as checkpoint_mod
 from ssl_assets.ml import train as train_mod
 from ssl_assets.ml.augment import build_augmentation
 from ssl_assets.ml.backbones import build_backbone
+from ssl_assets.ml.checkpoint import (
+    flatten_optimizer_state,
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
 from ssl_assets.ml.config import TrainConfig, config_hash
 from ssl_assets.ml.data import EpochSampler, ImageSet, load_images, synthetic_shapes
 from ssl_assets.ml.objectives import build_objective
 from ssl_assets.ml.optim import build_optimizer, lr_at, split_decay_parameters
-from ssl_assets.ml.train import (
-    SSLModel,
-    list_checkpoints,
-    load_latest_checkpoint,
-    save_checkpoint,
-    train,
-)
+from ssl_assets.ml.train import SSLModel, train
 
 TINY_CNN = {"widths": [8, 16], "strides": [2, 2], "input_size": 16}
 TINY_VIT = {"image_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -169,7 +171,7 @@ def test_a_failed_checkpoint_write_leaves_nothing_behind(
     def crash(path: Path, data: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_mod, "_write_json", crash)
+    monkeypatch.setattr(checkpoint_mod, "_write_json", crash)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path, 2, tensors, {"format": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000000001"]
@@ -190,8 +192,8 @@ def test_optimizer_state_round_trips_through_safetensors_and_json() -> None:
     opt = build_optimizer(_cfg(), model)
     model(torch.randn(5, 4)).sum().backward()
     opt.step()
-    tensors, meta = train_mod.flatten_optimizer_state(opt.state_dict())
-    restored = train_mod.unflatten_optimizer_state(tensors, json.loads(json.dumps(meta)))
+    tensors, meta = flatten_optimizer_state(opt.state_dict())
+    restored = unflatten_optimizer_state(tensors, json.loads(json.dumps(meta)))
     fresh = build_optimizer(_cfg(), model)
     fresh.load_state_dict(restored)
     for a, b in zip(opt.state.values(), fresh.state.values(), strict=True):

@@ -44,7 +44,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -53,27 +52,36 @@ import json
 import logging
 import math
 import os
-import re
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ssl_assets.atomic import file_sha256, write_atomic
 from ssl_assets.ml import distributed
 from ssl_assets.ml.augment import build_augmentation, normalize, to_float
 from ssl_assets.ml.backbones import ResNetBackbone, SmallCNN, build_backbone
-from ssl_assets.ml.config import TrainConfig, config_hash, plain_json
+from ssl_assets.ml.checkpoint import (  # _write_*: until the encoder is written by encoder_io
+    CHECKPOINT_FORMAT,
+    _write_json,
+    _write_tensors,
+    clean_stale,
+    flatten_optimizer_state,
+    list_checkpoints,
+    load_latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unflatten_optimizer_state,
+)
+from ssl_assets.ml.config import TrainConfig, config_hash
 from ssl_assets.ml.data import (
     EpochSampler,
     ImageSet,
@@ -89,10 +97,6 @@ from ssl_assets.ml.optim import build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
-_CKPT_RE = re.compile(r"^step_(\d{9})$")
-_TENSORS = "state.safetensors"
-_META = "state.json"
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_META = "encoder.json"
 #: on CUDA, decoded uint8 training data up to this size lives on the GPU (batches never cross
@@ -216,162 +220,6 @@ def load_encoder_weights(
         if found not in (None, backbone_name):
             raise ValueError(f"warm start {path} is a {found!r}, not a {backbone_name!r}")
     backbone.load_state_dict(load_file(str(path)), strict=True)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with path.open("w") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _write_tensors(path: Path, tensors: Mapping[str, Tensor]) -> None:
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def list_checkpoints(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints `(step, path)`, oldest first. In-progress `.tmp-*` and `.old-*`
-    directories are never listed; a `step_*` directory missing a file is skipped too."""
-    root = Path(checkpoint_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        m = _CKPT_RE.match(child.name)
-        if m and (child / _TENSORS).is_file() and (child / _META).is_file():
-            found.append((int(m.group(1)), child))
-    return sorted(found)
-
-
-def save_checkpoint(
-    checkpoint_dir: str | Path,
-    step: int,
-    tensors: Mapping[str, Tensor],
-    meta: Mapping[str, Any],
-    keep: int = 2,
-) -> Path:
-    """Write `step_<step>/` atomically (temp dir, fsync, rename) and keep the newest `keep`."""
-    root = Path(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:09d}"
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        _write_tensors(tmp / _TENSORS, tensors)
-        _write_json(tmp / _META, {**meta, "step": step})
-        _fsync_dir(tmp)
-        if final.exists():  # same step again (e.g. re-run after the final checkpoint): replace
-            _remove_dir(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for _, old in list_checkpoints(root)[:-keep]:
-        _remove_dir(old)
-    return final
-
-
-def _remove_dir(path: Path) -> None:
-    """Rename out of the `step_*` namespace first, so a crash mid-delete leaves no partial
-    checkpoint behind."""
-    trash = path.with_name(f".old-{path.name}-{uuid.uuid4().hex[:8]}")
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _clean_stale(checkpoint_dir: Path) -> None:
-    if checkpoint_dir.is_dir():
-        for child in checkpoint_dir.iterdir():
-            if child.is_dir() and child.name.startswith((".tmp-", ".old-")):
-                shutil.rmtree(child, ignore_errors=True)
-
-
-def load_latest_checkpoint(
-    checkpoint_dir: str | Path, max_step: int | None = None
-) -> tuple[int, dict[str, Tensor], dict[str, Any]] | None:
-    """`(step, tensors, meta)` of the newest readable checkpoint (at most `max_step`), or None.
-    A checkpoint that fails to parse is skipped with a warning, falling back to the previous."""
-    for step, path in reversed(list_checkpoints(checkpoint_dir)):
-        if max_step is not None and step > max_step:
-            continue
-        try:
-            meta = json.loads((path / _META).read_text())
-            if meta.get("format") != CHECKPOINT_FORMAT or meta.get("step") != step:
-                raise ValueError(f"unexpected format/step in {path / _META}")
-            tensors = load_file(str(path / _TENSORS))
-        except Exception as exc:  # corrupt checkpoint: fall back to an older one
-            log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
-            continue
-        return step, tensors, meta
-    return None
-
-
-def flatten_optimizer_state(
-    state: Mapping[str, Any], prefix: str = "optim"
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Split `optimizer.state_dict()` into tensors `{prefix}/<param>/<key>` (for safetensors)
-    and the JSON-able rest (param groups and non-tensor per-parameter values)."""
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            if isinstance(value, Tensor):
-                tensors[f"{prefix}/{pid}/{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": plain_json(state["param_groups"]), "scalars": scalars}
-
-
-def unflatten_optimizer_state(
-    tensors: Mapping[str, Tensor], meta: Mapping[str, Any], prefix: str = "optim"
-) -> dict[str, Any]:
-    """Inverse of `flatten_optimizer_state`."""
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        head, _, rest = name.partition("/")
-        if head != prefix:
-            continue
-        pid, _, key = rest.partition("/")
-        state.setdefault(int(pid), {})[key] = value
-    for pid, values in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    groups = []
-    for group in meta["param_groups"]:
-        group = dict(group)
-        if isinstance(group.get("betas"), list):
-            group["betas"] = tuple(group["betas"])
-        groups.append(group)
-    return {"state": state, "param_groups": groups}
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": base64.b64encode(torch.get_rng_state().numpy()).decode()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = base64.b64encode(torch.cuda.get_rng_state().numpy()).decode()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
-    torch.set_rng_state(torch.from_numpy(raw))
-    if "cuda" in state and torch.cuda.is_available():
-        raw = np.frombuffer(base64.b64decode(state["cuda"]), dtype=np.uint8).copy()
-        torch.cuda.set_rng_state(torch.from_numpy(raw))
 
 
 # --------------------------------------------------------------------------- training
@@ -568,7 +416,7 @@ def train(
     state = _State()
     resumed_from: int | None = None
     if rank == 0:
-        _clean_stale(checkpoint_dir)
+        clean_stale(checkpoint_dir)
     chosen = [max((s for s, _ in list_checkpoints(checkpoint_dir)), default=-1)]
     if distributed.is_distributed():  # every rank must load the same checkpoint
         torch.distributed.broadcast_object_list(chosen, src=0)
@@ -590,7 +438,7 @@ def train(
         state = _State(**saved)
         rank_states = meta.get("ranks", [])
         if len(rank_states) == world:
-            _set_rng_state(rank_states[rank]["rng"])
+            set_rng_state(rank_states[rank]["rng"])
             state.sums = dict(rank_states[rank]["sums"])
         else:
             log.warning(
@@ -639,10 +487,10 @@ def train(
             monitor_images = train_set.images.cpu()[pick]
 
     def save(step: int) -> None:
-        ranks: list[Any] = [{"rng": _rng_state(), "sums": dict(state.sums)}]
+        ranks: list[Any] = [{"rng": rng_state(), "sums": dict(state.sums)}]
         if distributed.is_distributed():  # each rank's RNG state and running metric sums
             ranks = [None] * world
-            torch.distributed.all_gather_object(ranks, {"rng": _rng_state(), "sums": state.sums})
+            torch.distributed.all_gather_object(ranks, {"rng": rng_state(), "sums": state.sums})
         if rank != 0:
             return
         opt_tensors, opt_meta = flatten_optimizer_state(optimizer.state_dict())
