@@ -19,7 +19,6 @@ import torch
 from safetensors.torch import load_file
 
 from ssl_assets.ml import checkpoint as checkpoint_mod
-from ssl_assets.ml import train as train_mod
 from ssl_assets.ml.augment import build_augmentation
 from ssl_assets.ml.backbones import build_backbone
 from ssl_assets.ml.checkpoint import (
@@ -31,9 +30,10 @@ from ssl_assets.ml.checkpoint import (
 )
 from ssl_assets.ml.config import TrainConfig, config_hash
 from ssl_assets.ml.data import EpochSampler, ImageSet, load_images, synthetic_shapes
+from ssl_assets.ml.model import SSLModel, enable_gradient_checkpointing
 from ssl_assets.ml.objectives import build_objective
 from ssl_assets.ml.optim import build_optimizer, lr_at, split_decay_parameters
-from ssl_assets.ml.train import SSLModel, train
+from ssl_assets.ml.train import train
 
 TINY_CNN = {"widths": [8, 16], "strides": [2, 2], "input_size": 16}
 TINY_VIT = {"image_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -377,7 +377,7 @@ def test_every_method_trains_end_to_end(name: str, arrays: dict[str, Any], tmp_p
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     cfg = _cfg(backbone_kwargs={"widths": [8, 16, 16], "strides": [1, 2, 2], "input_size": 16})
     plain, ckpt = _model_like(cfg), _model_like(cfg)
-    assert train_mod.enable_gradient_checkpointing(ckpt.backbone) == 3
+    assert enable_gradient_checkpointing(ckpt.backbone) == 3
     views = [torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in (0, 1)]
     for model in (plain, ckpt):
         model(views).loss.backward()

@@ -48,7 +48,6 @@ import contextlib
 import dataclasses
 import hashlib
 import inspect
-import json
 import logging
 import math
 import os
@@ -61,13 +60,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ssl_assets.atomic import file_sha256, write_atomic
 from ssl_assets.ml import distributed
 from ssl_assets.ml.augment import build_augmentation, normalize, to_float
-from ssl_assets.ml.backbones import ResNetBackbone, SmallCNN, build_backbone
+from ssl_assets.ml.backbones import build_backbone
 from ssl_assets.ml.checkpoint import (  # _write_*: until the encoder is written by encoder_io
     CHECKPOINT_FORMAT,
     _write_json,
@@ -91,8 +89,9 @@ from ssl_assets.ml.data import (
     stable_seed,
 )
 from ssl_assets.ml.data import data_fingerprint as fingerprint_parts
+from ssl_assets.ml.model import SSLModel, enable_gradient_checkpointing, load_encoder_weights
 from ssl_assets.ml.monitor import collapse_metrics, knn_accuracy
-from ssl_assets.ml.objectives import Objective, ObjectiveOutput, build_objective
+from ssl_assets.ml.objectives import build_objective
 from ssl_assets.ml.optim import build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
@@ -135,91 +134,6 @@ class TrainResult:
     def metrics(self) -> dict[str, Any]:
         """The last epoch's metrics (empty before the first epoch ends)."""
         return dict(self.history[-1]) if self.history else {}
-
-
-# --------------------------------------------------------------------------- model
-
-
-class SSLModel(nn.Module):
-    """Backbone + objective as one module, so one `DistributedDataParallel` wraps both and one
-    forward call runs a whole objective: `forward(views, step) -> ObjectiveOutput`."""
-
-    def __init__(self, backbone: nn.Module, objective: Objective) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.objective = objective
-        # a compiled view of the backbone, kept out of the module tree (and the state_dict)
-        self.__dict__["encoder_fn"] = None
-
-    def forward(self, views: Sequence[Tensor], step: int = 0) -> ObjectiveOutput:
-        compiled = self.__dict__["encoder_fn"]  # not `or`: a compiled module has no __bool__
-        return self.objective(views, self.backbone if compiled is None else compiled, step)
-
-    def compile_backbone(self, **kwargs: Any) -> None:
-        """Route the objective's backbone calls through `torch.compile(backbone)`."""
-        self.__dict__["encoder_fn"] = torch.compile(self.backbone, **kwargs)
-
-
-def _patch_training_forward(module: nn.Module, train_forward: Callable[..., Tensor]) -> None:
-    """Use `train_forward` instead of `module.forward` while training with autograd on."""
-    plain = module.forward
-
-    def forward(*args: Any, **kwargs: Any) -> Tensor:
-        if module.training and torch.is_grad_enabled():
-            return train_forward(*args, **kwargs)
-        return plain(*args, **kwargs)
-
-    module.forward = forward  # type: ignore[method-assign]
-
-
-def enable_gradient_checkpointing(backbone: nn.Module) -> int:
-    """Recompute activations in the backward pass instead of storing them (Chen et al., 2016,
-    arXiv:1604.06174), per transformer block (ViT), per residual stage (ResNet) or per
-    conv block (small_cnn). Patches instance `forward`s, so the state_dict is unchanged; call it
-    *after* building the objective (teachers are deep copies and must not share the patch).
-    Returns how many segments are checkpointed."""
-    from torch.utils.checkpoint import checkpoint, checkpoint_sequential
-
-    def per_module(module: nn.Module) -> None:
-        plain = module.forward
-        _patch_training_forward(
-            module, lambda *a, **k: checkpoint(plain, *a, use_reentrant=False, **k)
-        )
-
-    if isinstance(backbone, SmallCNN):
-        features = backbone.features
-        segments = max(1, len(features) // 3)
-        _patch_training_forward(
-            features,
-            lambda x: checkpoint_sequential(features, segments, x, use_reentrant=False),
-        )
-        return segments
-    if isinstance(backbone, ResNetBackbone):
-        net = backbone.net
-        stages = [net.layer1, net.layer2, net.layer3, net.layer4]
-        for stage in stages:
-            per_module(stage)
-        return len(stages)
-    blocks = getattr(backbone, "blocks", None)
-    if isinstance(blocks, nn.ModuleList):
-        for block in blocks:
-            per_module(block)
-        return len(blocks)
-    raise ValueError(f"no gradient-checkpointing recipe for {type(backbone).__name__}")
-
-
-def load_encoder_weights(
-    backbone: nn.Module, path: str | Path, backbone_name: str | None = None
-) -> None:
-    """Warm start: load `encoder.safetensors` (a backbone state_dict) strictly. If the
-    `encoder.json` written beside it names another backbone than `backbone_name`, fail early."""
-    path = Path(path)
-    meta_path = path.with_name(ENCODER_META)
-    if backbone_name is not None and meta_path.exists():
-        found = json.loads(meta_path.read_text()).get("backbone")
-        if found not in (None, backbone_name):
-            raise ValueError(f"warm start {path} is a {found!r}, not a {backbone_name!r}")
-    backbone.load_state_dict(load_file(str(path)), strict=True)
 
 
 # --------------------------------------------------------------------------- training
