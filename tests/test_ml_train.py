@@ -29,8 +29,11 @@ from ssl_assets.ml.checkpoint import (
     unflatten_optimizer_state,
 )
 from ssl_assets.ml.config import TrainConfig, config_hash
-from ssl_assets.ml.data import EpochSampler, ImageSet, load_images, synthetic_shapes
+from ssl_assets.ml.data import EpochSampler, ImageSet, fixed_subset, load_images, synthetic_shapes
+from ssl_assets.ml.encoder_io import load_encoder
+from ssl_assets.ml.evaluate.features import embed_images
 from ssl_assets.ml.model import SSLModel, enable_gradient_checkpointing
+from ssl_assets.ml.monitor import collapse_metrics, knn_two_fold
 from ssl_assets.ml.objectives import build_objective
 from ssl_assets.ml.optim import build_optimizer, lr_at, split_decay_parameters
 from ssl_assets.ml.train import train
@@ -136,6 +139,23 @@ def test_simclr_run_lowers_the_loss_and_writes_the_encoder(
     assert meta["preprocessing"]["input_size"] == 16 and meta["steps"] == result.step
     assert meta["config_hash"] == result.config_hash and len(meta["history"]) == 8
     assert TrainConfig.from_dict(meta["config"]) == cfg
+
+
+def test_epoch_monitor_figures_equal_evaluation_of_the_written_encoder(
+    arrays: dict[str, Any], tmp_path: Path
+) -> None:
+    """The monitor embeds with evaluation's own path (`embed_images`): recomputing its figures
+    from the written encoder on the documented fixed val subset gives the very same numbers."""
+    cfg = _cfg(epochs=1, knn_samples=96)
+    result = train(cfg, arrays["train"], tmp_path / "ckpt", val_data=arrays["val"])
+    encoder, _ = load_encoder(Path(str(result.encoder_path)).parent)
+    path, _, labels = arrays["val"][0]
+    pick = fixed_subset(len(labels), cfg.knn_samples, cfg.seed, "knn")
+    pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))]
+    feats = torch.from_numpy(embed_images(encoder, np.load(path)[pick.numpy()]))
+    knn = knn_two_fold(feats, torch.from_numpy(labels)[pick], cfg.knn_k, cfg.knn_temperature)
+    expected = {**collapse_metrics(feats), "knn_accuracy": knn}
+    assert {k: result.metrics[k] for k in expected} == expected
 
 
 def test_resume_ignores_a_partial_checkpoint(arrays: dict[str, Any], tmp_path: Path) -> None:

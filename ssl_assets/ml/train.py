@@ -57,12 +57,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_assets.atomic import file_sha256, write_atomic
 from ssl_assets.ml import distributed
-from ssl_assets.ml.augment import MultiViewAugment, build_augmentation, normalize, to_float
+from ssl_assets.ml.augment import MultiViewAugment, build_augmentation
 from ssl_assets.ml.backbones import build_backbone
 from ssl_assets.ml.checkpoint import (  # _write_*: until the encoder is written by encoder_io
     CHECKPOINT_FORMAT,
@@ -87,6 +86,7 @@ from ssl_assets.ml.data import (
     stable_seed,
 )
 from ssl_assets.ml.data import data_fingerprint as fingerprint_parts
+from ssl_assets.ml.evaluate.features import embed_images
 from ssl_assets.ml.model import SSLModel, enable_gradient_checkpointing, load_encoder_weights
 from ssl_assets.ml.monitor import collapse_metrics, knn_two_fold
 from ssl_assets.ml.objectives import Objective, build_objective
@@ -196,7 +196,8 @@ class _Parts:
 
 @dataclass(frozen=True)
 class _MonitorSet:
-    """The fixed images (with labels: the kNN figure) the per-epoch monitor embeds on rank 0."""
+    """The fixed images (with labels: the kNN figure) the per-epoch monitor embeds on rank 0;
+    `images` are N x R x R x C uint8, the catalog layout `embed_images` takes (a view)."""
 
     images: Tensor
     labels: Tensor | None
@@ -446,9 +447,9 @@ def _monitor_set(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet | None
         pick = fixed_subset(len(val_set), cfg.knn_samples, cfg.seed, "knn")
         pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))]
         labels = val_set.labels[pick] if val_set.labels is not None else None
-        return _MonitorSet(val_set.images[pick], labels)
+        return _MonitorSet(val_set.images[pick].permute(0, 2, 3, 1), labels)
     pick = fixed_subset(len(train_set), cfg.monitor_samples, cfg.seed, "monitor")
-    return _MonitorSet(train_set.images.cpu()[pick], None)
+    return _MonitorSet(train_set.images.cpu()[pick].permute(0, 2, 3, 1), None)
 
 
 def _run_steps(
@@ -601,20 +602,15 @@ def _epoch_metrics(run: _Run, state: _State, partial: bool) -> dict[str, Any]:
 
 
 def _monitor_metrics(run: _Run, parts: _Parts, monitor: _MonitorSet) -> dict[str, Any]:
-    """Collapse indicators and, with labels, the two-fold kNN accuracy of the encoder (in eval
-    mode) on the monitor's fixed subset, and the seconds that took."""
+    """Collapse indicators and, with labels, the two-fold kNN accuracy of the encoder on the
+    monitor's fixed subset, and the seconds that took. The features come from evaluation's
+    `embed_images` (eval mode, the encoder's preprocessing at the training `image_size`), so
+    the figures watched during training are computed like those reported after it."""
     cfg = run.cfg
     started = time.perf_counter()
-    prep = parts.backbone.preprocessing
-    feats = embed(
-        parts.backbone,
-        monitor.images,
-        parts.image_size,
-        prep["mean"],
-        prep["std"],
-        channels_last=cfg.channels_last,
-        autocast=_autocast(cfg, run.device),
-    )
+    prep = {**parts.backbone.preprocessing, "input_size": parts.image_size}
+    with _autocast(cfg, run.device):
+        feats = torch.from_numpy(embed_images(parts.backbone, monitor.images, prep))
     metrics: dict[str, Any] = dict(collapse_metrics(feats))
     if monitor.labels is not None and feats.shape[0] >= 4:
         metrics["knn_accuracy"] = knn_two_fold(
@@ -684,44 +680,6 @@ def _finish(
     if distributed.is_distributed():
         torch.distributed.barrier()
     return result
-
-
-@torch.no_grad()
-def embed(
-    backbone: nn.Module,
-    images: Tensor,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    batch_size: int = 256,
-    channels_last: bool = False,
-    autocast: contextlib.AbstractContextManager[Any] | None = None,
-) -> Tensor:
-    """Backbone features (float32, CPU) of uint8 images, in eval mode (restored afterwards):
-    scale to [0, 1], resize to `image_size` if needed, normalise, encode in batches."""
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
-    out = []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            x = to_float(images[start : start + batch_size].to(device))
-            if x.shape[-1] != image_size or x.shape[-2] != image_size:
-                x = F.interpolate(
-                    x,
-                    size=(image_size, image_size),
-                    mode="bilinear",
-                    antialias=True,
-                    align_corners=False,
-                )
-            x = normalize(x, mean, std)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast or contextlib.nullcontext():
-                out.append(backbone(x).float().cpu())
-    finally:
-        backbone.train(was_training)
-    return torch.cat(out)
 
 
 def _write_encoder(
