@@ -54,8 +54,9 @@ class TrainConfig:
     `prefetch` augments the next micro-batch in a worker thread while the current one trains
     (same values either way) when that thread has a core to itself: on CUDA, or when torch's
     intra-op threads leave a CPU core spare (measured on 2 cores: with 1 torch thread prefetch
-    lifts the loop from 0.82 to 0.98 of the bare step; with 2 it costs 10 %). `deterministic` sets process-wide torch flags
-    (`use_deterministic_algorithms`), meant for a dedicated training process.
+    lifts the loop from 0.82 to 0.98 of the bare step; with 2 it costs 10 %). `deterministic`
+    sets process-wide torch flags (`use_deterministic_algorithms`), meant for a dedicated
+    training process.
     """
 
     method: str = "simclr"
