@@ -170,6 +170,16 @@ def test_encoder_directory_round_trip_and_tamper_check(tmp_path: Path) -> None:
         encoder_io.load_encoder(tmp_path)
 
 
+def test_model_card_of_an_encoder_directory_reads_encoder_json(tmp_path: Path) -> None:
+    encoder = build_backbone("small_cnn", **TINY_CNN)
+    encoder_io.save_encoder(
+        encoder, {"backbone": "small_cnn", "backbone_kwargs": TINY_CNN}, tmp_path
+    )
+    recorded = json.loads((tmp_path / encoder_io.ENCODER_META).read_text())
+    text = write_model_card(tmp_path, {"title": "encoder"}).read_text()
+    assert "small_cnn" in text and recorded["weights_sha256"] in text
+
+
 def test_load_encoder_reads_what_the_training_loop_writes(tmp_path: Path) -> None:
     from ssl_assets.ml import train as train_mod
     from ssl_assets.ml.config import TrainConfig
