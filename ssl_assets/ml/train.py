@@ -59,14 +59,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssl_assets.atomic import file_sha256, write_atomic
 from ssl_assets.ml import distributed
 from ssl_assets.ml.augment import MultiViewAugment, build_augmentation
 from ssl_assets.ml.backbones import build_backbone
-from ssl_assets.ml.checkpoint import (  # _write_*: until the encoder is written by encoder_io
+from ssl_assets.ml.checkpoint import (
     CHECKPOINT_FORMAT,
-    _write_json,
-    _write_tensors,
     clean_stale,
     flatten_optimizer_state,
     list_checkpoints,
@@ -86,6 +83,7 @@ from ssl_assets.ml.data import (
     stable_seed,
 )
 from ssl_assets.ml.data import data_fingerprint as fingerprint_parts
+from ssl_assets.ml.encoder_io import ENCODER_WEIGHTS, save_encoder
 from ssl_assets.ml.evaluate.features import embed_images
 from ssl_assets.ml.model import SSLModel, enable_gradient_checkpointing, load_encoder_weights
 from ssl_assets.ml.monitor import collapse_metrics, knn_two_fold
@@ -95,8 +93,6 @@ from ssl_assets.ml.views import MicroBatch, ViewSource, plan_micro_batches
 
 log = logging.getLogger(__name__)
 
-ENCODER_WEIGHTS = "encoder.safetensors"
-ENCODER_META = "encoder.json"
 #: on CUDA, decoded uint8 training data up to this size lives on the GPU (batches never cross
 #: the PCIe bus); larger data stays in host memory and each batch is copied
 DEVICE_DATA_MAX_BYTES = 2 * 1024**3
@@ -667,54 +663,30 @@ def _finish(
         model_sha256=state_digest(parts.model.state_dict()),
     )
     if completed and run.rank == 0:
-        result.encoder_path, result.metadata_path = _write_encoder(
-            output_dir,
-            run.cfg,
-            parts.backbone,
-            run.run_hash,
-            run.fingerprint,
-            state,
-            run.total_steps,
-            warm_start,
-        )
+        meta = _encoder_meta(run, state, warm_start)
+        result.metadata_path = save_encoder(parts.backbone, meta, output_dir)
+        result.encoder_path = output_dir / ENCODER_WEIGHTS
     if distributed.is_distributed():
         torch.distributed.barrier()
     return result
 
 
-def _write_encoder(
-    output_dir: Path,
-    cfg: TrainConfig,
-    backbone: nn.Module,
-    run_hash: str,
-    fingerprint: str,
-    state: _State,
-    total_steps: int,
-    warm_start: str | Path | None,
-) -> tuple[Path, Path]:
-    """`encoder.safetensors` then `encoder.json` (each temp file + rename; the JSON last, so
-    its presence means the weights beside it are complete)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    weights = output_dir / ENCODER_WEIGHTS
-    meta_path = output_dir / ENCODER_META
-    write_atomic(weights, lambda p: _write_tensors(p, backbone.state_dict()))
-    meta = {
+def _encoder_meta(run: _Run, state: _State, warm_start: str | Path | None) -> dict[str, Any]:
+    """What `encoder.json` records about the run (`save_encoder` adds the module's `out_dim`
+    and `preprocessing` and the weights' SHA-256)."""
+    cfg = run.cfg
+    return {
         "backbone": cfg.backbone,
         "backbone_kwargs": cfg.backbone_kwargs,
-        "out_dim": int(backbone.out_dim),
-        "preprocessing": backbone.preprocessing,
         "method": cfg.method,
         "objective": cfg.objective,
-        "config_hash": run_hash,
-        "data_fingerprint": fingerprint,
+        "config_hash": run.run_hash,
+        "data_fingerprint": run.fingerprint,
         "warm_start": str(warm_start) if warm_start is not None else None,
         "steps": state.step,
-        "total_steps": total_steps,
+        "total_steps": run.total_steps,
         "epochs": state.epoch,
         "metrics": state.history[-1] if state.history else {},
         "history": state.history,
         "config": cfg.to_dict(),
-        "weights_sha256": file_sha256(weights),
     }
-    write_atomic(meta_path, lambda p: _write_json(p, meta))
-    return weights, meta_path
