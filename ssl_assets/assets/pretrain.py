@@ -219,8 +219,8 @@ def ssl_encoder(
     included train split of curated_images, from the decoded catalog arrays. Weights and config
     land in models/<model_id>/ and the `models` registry with lineage (data snapshot, code
     version, warm start). Resumes from its own checkpoints when re-executed."""
+    from ssl_assets.ml.config import TrainConfig, config_hash
     from ssl_assets.ml.entrypoint import TrainJob
-    from ssl_assets.ml.train import TrainConfig, config_hash
 
     blocked = blocking_audit_failures(metadata)
     if blocked:
