@@ -80,6 +80,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _cifar import CIFAR_TARBALL, CifarFile, read_cifar  # noqa: E402
 
 from ssl_assets.ml.backbones import build_backbone  # noqa: E402
+from ssl_assets.ml.checkpoint import load_latest_checkpoint  # noqa: E402
+from ssl_assets.ml.config import TrainConfig  # noqa: E402
 from ssl_assets.ml.encoder_io import load_encoder  # noqa: E402
 from ssl_assets.ml.evaluate import (  # noqa: E402
     LabelBudget,
@@ -93,7 +95,7 @@ from ssl_assets.ml.evaluate import (  # noqa: E402
 )
 from ssl_assets.ml.evaluate.efficiency import TABLE_COLUMNS  # noqa: E402
 from ssl_assets.ml.evaluate.probes import accuracy  # noqa: E402
-from ssl_assets.ml.train import TrainConfig, load_latest_checkpoint, train  # noqa: E402
+from ssl_assets.ml.train import train  # noqa: E402
 
 CIFAR = CIFAR_TARBALL
 HEAD = {"hidden_dim": 256, "out_dim": 128, "temperature": 0.5}

@@ -72,9 +72,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ssl_assets.ml.augment import build_augmentation  # noqa: E402
 from ssl_assets.ml.backbones import build_backbone  # noqa: E402
+from ssl_assets.ml.config import TrainConfig  # noqa: E402
 from ssl_assets.ml.data import load_images  # noqa: E402
+from ssl_assets.ml.model import SSLModel  # noqa: E402
 from ssl_assets.ml.objectives import build_objective  # noqa: E402
-from ssl_assets.ml.train import SSLModel, TrainConfig, build_optimizer, train  # noqa: E402
+from ssl_assets.ml.optim import build_optimizer  # noqa: E402
+from ssl_assets.ml.train import train  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 BATCH = 256

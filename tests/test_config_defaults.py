@@ -17,9 +17,9 @@ from ssl_assets.assets.evaluation_assets import ChampionConfig, FinetuneAssetCon
 from ssl_assets.assets.pretraining_assets import PretrainConfig
 from ssl_assets.curation.dedup import DedupConfig
 from ssl_assets.curation.splits import SplitConfig
+from ssl_assets.ml.config import TrainConfig
 from ssl_assets.ml.evaluate.finetuning import FinetuneConfig
 from ssl_assets.ml.evaluate.promotion import PromotionPolicy
-from ssl_assets.ml.train import TrainConfig
 from ssl_assets.profiles import get_profile
 
 #: asset Config field left at None -> the profile field that supplies it

@@ -170,17 +170,26 @@ def test_encoder_directory_round_trip_and_tamper_check(tmp_path: Path) -> None:
         encoder_io.load_encoder(tmp_path)
 
 
+def test_model_card_of_an_encoder_directory_reads_encoder_json(tmp_path: Path) -> None:
+    encoder = build_backbone("small_cnn", **TINY_CNN)
+    encoder_io.save_encoder(
+        encoder, {"backbone": "small_cnn", "backbone_kwargs": TINY_CNN}, tmp_path
+    )
+    recorded = json.loads((tmp_path / encoder_io.ENCODER_META).read_text())
+    text = write_model_card(tmp_path, {"title": "encoder"}).read_text()
+    assert "small_cnn" in text and recorded["weights_sha256"] in text
+
+
 def test_load_encoder_reads_what_the_training_loop_writes(tmp_path: Path) -> None:
     from ssl_assets.ml import train as train_mod
+    from ssl_assets.ml.config import TrainConfig
     from ssl_assets.ml.data import ImageSet
 
-    assert encoder_io.ENCODER_WEIGHTS == train_mod.ENCODER_WEIGHTS
-    assert encoder_io.ENCODER_META == train_mod.ENCODER_META
     images, labels = colour_images(32, seed=0)
     data = ImageSet(
         torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
     )
-    cfg = train_mod.TrainConfig(
+    cfg = TrainConfig(
         method="simclr",
         backbone="small_cnn",
         backbone_kwargs={"widths": [8, 16], "strides": [2, 2]},
@@ -189,6 +198,8 @@ def test_load_encoder_reads_what_the_training_loop_writes(tmp_path: Path) -> Non
         monitor_samples=16,
     )
     result = train_mod.train(cfg, data, tmp_path / "ckpt", output_dir=tmp_path / "enc")
+    assert result.encoder_path == tmp_path / "enc" / encoder_io.ENCODER_WEIGHTS
+    assert result.metadata_path == tmp_path / "enc" / encoder_io.ENCODER_META
     backbone, meta = encoder_io.load_encoder(tmp_path / "enc")
     assert meta["backbone_kwargs"] == {"widths": [8, 16], "strides": [2, 2]}
     assert embed_images(backbone, images).shape == (32, 16)

@@ -30,9 +30,9 @@ from dagster import PipesSubprocessClient, asset, materialize
 from safetensors.torch import load_file, save_file
 
 from ssl_assets.ml.backbones import build_backbone
+from ssl_assets.ml.config import TrainConfig
 from ssl_assets.ml.data import synthetic_shapes
 from ssl_assets.ml.entrypoint import TrainJob
-from ssl_assets.ml.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONE = {"widths": [8, 16], "strides": [2, 2], "norm": "group", "input_size": 16}

@@ -26,9 +26,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ssl_assets.ml.checkpoint import list_checkpoints
+from ssl_assets.ml.config import TrainConfig
 from ssl_assets.ml.data import synthetic_shapes
 from ssl_assets.ml.entrypoint import TrainJob
-from ssl_assets.ml.train import TrainConfig, list_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 KILL_AFTER_STEP = 10

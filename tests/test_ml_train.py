@@ -18,23 +18,25 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ssl_assets.ml import train as train_mod
+from ssl_assets.ml import checkpoint as checkpoint_mod
 from ssl_assets.ml.augment import build_augmentation
 from ssl_assets.ml.backbones import build_backbone
-from ssl_assets.ml.data import EpochSampler, ImageSet, load_images, synthetic_shapes
-from ssl_assets.ml.objectives import build_objective
-from ssl_assets.ml.train import (
-    SSLModel,
-    TrainConfig,
-    build_optimizer,
-    config_hash,
+from ssl_assets.ml.checkpoint import (
+    flatten_optimizer_state,
     list_checkpoints,
     load_latest_checkpoint,
-    lr_at,
     save_checkpoint,
-    split_decay_parameters,
-    train,
+    unflatten_optimizer_state,
 )
+from ssl_assets.ml.config import TrainConfig, config_hash
+from ssl_assets.ml.data import EpochSampler, ImageSet, fixed_subset, load_images, synthetic_shapes
+from ssl_assets.ml.encoder_io import load_encoder
+from ssl_assets.ml.evaluate.features import embed_images
+from ssl_assets.ml.model import SSLModel, enable_gradient_checkpointing
+from ssl_assets.ml.monitor import collapse_metrics, knn_two_fold
+from ssl_assets.ml.objectives import build_objective
+from ssl_assets.ml.optim import build_optimizer, lr_at, split_decay_parameters
+from ssl_assets.ml.train import train
 
 TINY_CNN = {"widths": [8, 16], "strides": [2, 2], "input_size": 16}
 TINY_VIT = {"image_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -139,6 +141,23 @@ def test_simclr_run_lowers_the_loss_and_writes_the_encoder(
     assert TrainConfig.from_dict(meta["config"]) == cfg
 
 
+def test_epoch_monitor_figures_equal_evaluation_of_the_written_encoder(
+    arrays: dict[str, Any], tmp_path: Path
+) -> None:
+    """The monitor embeds with evaluation's own path (`embed_images`): recomputing its figures
+    from the written encoder on the documented fixed val subset gives the very same numbers."""
+    cfg = _cfg(epochs=1, knn_samples=96)
+    result = train(cfg, arrays["train"], tmp_path / "ckpt", val_data=arrays["val"])
+    encoder, _ = load_encoder(Path(str(result.encoder_path)).parent)
+    path, _, labels = arrays["val"][0]
+    pick = fixed_subset(len(labels), cfg.knn_samples, cfg.seed, "knn")
+    pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))]
+    feats = torch.from_numpy(embed_images(encoder, np.load(path)[pick.numpy()]))
+    knn = knn_two_fold(feats, torch.from_numpy(labels)[pick], cfg.knn_k, cfg.knn_temperature)
+    expected = {**collapse_metrics(feats), "knn_accuracy": knn}
+    assert {k: result.metrics[k] for k in expected} == expected
+
+
 def test_resume_ignores_a_partial_checkpoint(arrays: dict[str, Any], tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     cfg = _cfg(checkpoint_every=4)
@@ -172,7 +191,7 @@ def test_a_failed_checkpoint_write_leaves_nothing_behind(
     def crash(path: Path, data: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_mod, "_write_json", crash)
+    monkeypatch.setattr(checkpoint_mod, "_write_json", crash)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path, 2, tensors, {"format": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000000001"]
@@ -193,8 +212,8 @@ def test_optimizer_state_round_trips_through_safetensors_and_json() -> None:
     opt = build_optimizer(_cfg(), model)
     model(torch.randn(5, 4)).sum().backward()
     opt.step()
-    tensors, meta = train_mod.flatten_optimizer_state(opt.state_dict())
-    restored = train_mod.unflatten_optimizer_state(tensors, json.loads(json.dumps(meta)))
+    tensors, meta = flatten_optimizer_state(opt.state_dict())
+    restored = unflatten_optimizer_state(tensors, json.loads(json.dumps(meta)))
     fresh = build_optimizer(_cfg(), model)
     fresh.load_state_dict(restored)
     for a, b in zip(opt.state.values(), fresh.state.values(), strict=True):
@@ -378,7 +397,7 @@ def test_every_method_trains_end_to_end(name: str, arrays: dict[str, Any], tmp_p
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     cfg = _cfg(backbone_kwargs={"widths": [8, 16, 16], "strides": [1, 2, 2], "input_size": 16})
     plain, ckpt = _model_like(cfg), _model_like(cfg)
-    assert train_mod.enable_gradient_checkpointing(ckpt.backbone) == 3
+    assert enable_gradient_checkpointing(ckpt.backbone) == 3
     views = [torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in (0, 1)]
     for model in (plain, ckpt):
         model(views).loss.backward()

@@ -86,7 +86,7 @@ def _train_config(
     config: PretrainConfig, profile: Profile, compute: ComputeResource, n_train: int
 ) -> Any:
     """The plain `TrainConfig` of this run (torch is imported here, not at load time)."""
-    from ssl_assets.ml.train import TrainConfig
+    from ssl_assets.ml.config import TrainConfig
 
     ranks = config.processes * config.accumulate
     batch = config.batch_size or profile.pretrain_batch_size
@@ -271,7 +271,7 @@ def ssl_encoder(
     included train split of curated_images, from the decoded catalog arrays. Weights and config
     land in models/<model_id>/ and the `models` registry with lineage (data snapshot, code
     version, warm start). Resumes from its own checkpoints when re-executed."""
-    from ssl_assets.ml.train import config_hash
+    from ssl_assets.ml.config import config_hash
 
     data, warm = _inputs(config, lake, metadata, image_spec)
     warm_path = lake.path(warm["path"]) if warm is not None else None

@@ -14,6 +14,14 @@ Modules:
 - `augment`: batched, vectorized multi-view augmentations that run on whatever device holds
   the batch.
 - `monitor`: collapse indicators (embedding std, RankMe effective rank) and a weighted kNN monitor.
+- `data`: decoded training images (`ImageSet`), the seeded epoch sampler, fixed subsets.
+- Training, one job per module: `config` (`TrainConfig`, `config_hash`: what a run is),
+  `optim` (learning-rate schedule, weight-decay groups, optimiser), `checkpoint` (atomic
+  checkpoint directories, optimiser and RNG state), `model` (`SSLModel`, gradient checkpointing,
+  warm start), `views` (the micro-batch plan and the prefetching view source) and `train` (the
+  loop); `entrypoint` runs it as a process (torchrun, Dagster Pipes).
+- `encoder_io`: the trained-encoder directory (file names, writer, reader); `evaluate`: frozen
+  features, probes, fine-tuning, promotion.
 - `distributed`: the few `torch.distributed` helpers the objectives need (gradient-preserving
   all-gather for SimCLR/VICReg negatives, plain gathers for MoCo's queue and DINO's centre).
 - `benchmark`: `python -m ssl_assets.ml.benchmark` measures encoder-step and augmentation

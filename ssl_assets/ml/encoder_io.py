@@ -1,12 +1,11 @@
-"""Read (and, for baselines and tests, write) a trained encoder directory.
+"""The encoder directory: its file names, its one writer and its reader.
 
-Why a module of its own: the training loop (`ssl_assets.ml.train`) writes the encoder as
-`encoder.safetensors` (the backbone's `state_dict`) plus `encoder.json` (backbone name and
-constructor kwargs, `out_dim`, the `preprocessing` the weights expect, metrics, lineage, and
-`weights_sha256`), and several consumers (embeddings, probes, fine-tuning, inference) need to
-turn that pair back into a module without importing the whole training stack. The format is
-the one `train._write_encoder` writes; `save_encoder` writes the same pair for encoders that did
-not come out of `train` (a randomly initialised baseline, test fixtures).
+Why a module of its own: an encoder is `encoder.safetensors` (the backbone's `state_dict`) plus
+`encoder.json` (backbone name and constructor kwargs, `out_dim`, the `preprocessing` the weights
+expect, metrics, lineage, and `weights_sha256`). The training loop (`ssl_assets.ml.train`)
+writes it through `save_encoder`, as do encoders that did not come out of training (a randomly
+initialised baseline, test fixtures), and several consumers (embeddings, probes, fine-tuning,
+inference) need to turn that pair back into a module without importing the training stack.
 
 safetensors holds plain tensors only, so loading never unpickles code; the backbone is rebuilt
 from its recorded name/kwargs with `build_backbone` and the weights are loaded strictly.
@@ -14,7 +13,6 @@ from its recorded name/kwargs with `build_backbone` and the weights are loaded s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,30 +21,22 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ssl_assets.atomic import write_atomic
+from ssl_assets.atomic import file_sha256, write_atomic
 from ssl_assets.ml.backbones import build_backbone
 
-#: file names, identical to `ssl_assets.ml.train.ENCODER_WEIGHTS` / `ENCODER_META` (a test
-#: checks they stay in step; not imported so that reading an encoder does not load the trainer)
+#: the encoder directory's file names: every writer and reader of an encoder uses these
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_META = "encoder.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_encoder(backbone: nn.Module, meta: Mapping[str, Any], out_dir: str | Path) -> Path:
-    """Write `backbone` as `encoder.safetensors` + `encoder.json` in `out_dir` (train's format).
+    """Write `backbone` as `encoder.safetensors` + `encoder.json` in `out_dir`.
 
     `meta` must name `backbone` (a `build_backbone` name) and may give `backbone_kwargs`;
-    `out_dim`, `preprocessing` and `weights_sha256` are filled in from the module and the
-    written file. The JSON is written last, so its presence means the weights are complete.
-    Returns the path of `encoder.json`.
+    `out_dim` and `preprocessing` are filled in from the module and `weights_sha256` from the
+    written file; every other key of `meta` is recorded as given, between them. The JSON is
+    written last, so its presence means the weights are complete. Returns the path of
+    `encoder.json`.
     """
     if "backbone" not in meta:
         raise ValueError("meta must name the backbone (a build_backbone name)")
@@ -55,15 +45,17 @@ def save_encoder(backbone: nn.Module, meta: Mapping[str, Any], out_dir: str | Pa
     weights = out / ENCODER_WEIGHTS
     tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     write_atomic(weights, lambda p: save_file(tensors, str(p)))
+    derived = ("backbone", "backbone_kwargs", "out_dim", "preprocessing", "weights_sha256")
     full = {
-        "backbone_kwargs": {},
-        **dict(meta),
+        "backbone": meta["backbone"],
+        "backbone_kwargs": meta.get("backbone_kwargs", {}),
         "out_dim": int(backbone.out_dim),  # type: ignore[arg-type]
         "preprocessing": dict(backbone.preprocessing),  # type: ignore[arg-type]
-        "weights_sha256": _sha256(weights),
+        **{k: v for k, v in meta.items() if k not in derived},
+        "weights_sha256": file_sha256(weights),
     }
     meta_path = out / ENCODER_META
-    write_atomic(meta_path, lambda p: p.write_text(json.dumps(full, indent=2, default=str)))
+    write_atomic(meta_path, lambda p: p.write_text(json.dumps(full, default=str)))
     return meta_path
 
 
@@ -87,7 +79,7 @@ def load_encoder(out_dir: str | Path, verify: bool = True) -> tuple[nn.Module, d
         raise FileNotFoundError(f"{out} has no {ENCODER_META} + {ENCODER_WEIGHTS}")
     meta = json.loads(meta_path.read_text())
     expected = meta.get("weights_sha256")
-    if verify and expected and _sha256(weights) != expected:
+    if verify and expected and file_sha256(weights) != expected:
         raise ValueError(f"{weights}: SHA-256 differs from the one recorded in {meta_path}")
     backbone = build_from_meta(meta)
     backbone.load_state_dict(load_file(str(weights)), strict=True)

@@ -45,7 +45,8 @@ import torch.distributed as dist
 
 from ssl_assets.atomic import write_atomic
 from ssl_assets.ml import distributed
-from ssl_assets.ml.train import TrainConfig, TrainResult, train
+from ssl_assets.ml.config import TrainConfig
+from ssl_assets.ml.train import TrainResult, train
 
 log = logging.getLogger("ssl_assets.ml.entrypoint")
 

@@ -108,3 +108,19 @@ def knn_accuracy(
         num_classes = int(max(int(train_labels.max()), int(val_labels.max()))) + 1
     preds = knn_predict(train_features, train_labels, val_features, num_classes, k, temperature)
     return float((preds.cpu() == val_labels.long().cpu()).float().mean())
+
+
+def knn_two_fold(features: Tensor, labels: Tensor, k: int = 20, temperature: float = 0.07) -> float:
+    """Mean `knn_accuracy` of the two halves of a fixed, shuffled labelled subset, each half
+    classified with the other as the labelled bank (the training loop's per-epoch kNN figure:
+    no separate bank split is needed)."""
+    half = features.shape[0] // 2
+    a, b = slice(0, half), slice(half, None)
+    num_classes = int(labels.max()) + 1
+    acc_ab = knn_accuracy(
+        features[a], labels[a], features[b], labels[b], k, temperature, num_classes
+    )
+    acc_ba = knn_accuracy(
+        features[b], labels[b], features[a], labels[a], k, temperature, num_classes
+    )
+    return 0.5 * (acc_ab + acc_ba)

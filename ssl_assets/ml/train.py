@@ -2,30 +2,23 @@
 
 Why it is built this way:
 
-- **Resumable by construction.** A training run is keyed by `config_hash(cfg, data_fingerprint)`;
-  the caller passes a checkpoint directory named after it, so re-executing a failed run (a
-  Dagster retry, a killed pod) finds its own checkpoints and resumes from the newest complete
-  one, while a changed config or data snapshot starts fresh. A checkpoint is a directory
-  `step_NNNNNNNNN/` holding `state.safetensors` (every tensor: model with its momentum teacher,
-  MoCo queue, DINO centre, BatchNorm statistics, and the optimiser state flattened to
-  `optim/<param>/<key>`) and `state.json` (step, epoch, position in the epoch, optimiser
-  hyper-parameters, per-rank RNG states, metric history). Both are written into a hidden
-  temporary directory, fsynced, and the directory is renamed into place, so the pair is always
-  consistent and a crash mid-write leaves only a `.tmp-*` directory that resume ignores (and
-  cleans up). Old checkpoints are renamed away before deletion for the same reason.
+- **Resumable by construction.** A training run is keyed by `config_hash(cfg, data_fingerprint)`
+  (`ssl_assets.ml.config`); the caller passes a checkpoint directory named after it, so
+  re-executing a failed run (a Dagster retry, a killed pod) finds its own checkpoints and resumes
+  from the newest complete one, while a changed config or data snapshot starts fresh.
+  Checkpoints are atomic directories (`ssl_assets.ml.checkpoint`): a crash mid-write leaves
+  nothing that resume would trust.
 - **Exact resume.** Augmentation (and MAE's masking) draw from a generator re-seeded at every
   micro-step from `(seed, rank, step, micro-step)`, and the sampler's epoch permutation is a
   function of `(seed, epoch)`, so the random stream does not have to be replayed; the global
   torch RNG state is saved anyway. The same per-micro-step seeding lets one worker thread
-  augment the next batch while the current one trains (`prefetch`) without changing values.
-  With `deterministic=True` and a fixed thread count, a run killed and resumed ends with
-  bit-identical weights to an uninterrupted one (tested).
-- **Optimisation.** AdamW or SGD; learning rate linear warm-up then cosine decay (SimCLR,
-  arXiv:2002.05709; "SGDR", Loshchilov & Hutter, arXiv:1608.03983); weight decay only on weights
-  of linear / conv layers, not on biases, normalisation parameters or tokens (as DINO, MAE and
-  timm do: decaying a norm's scale towards 0 fights the normalisation); gradient accumulation
-  (with DDP's `no_sync` on the inner micro-steps); bf16 autocast (default on CUDA, opt-in on
-  CPU); optional gradient checkpointing, channels-last and `torch.compile` of the encoder.
+  augment the next batch while the current one trains (`prefetch`, `ssl_assets.ml.views`)
+  without changing values. With `deterministic=True` and a fixed thread count, a run killed and
+  resumed ends with bit-identical weights to an uninterrupted one (tested).
+- **Optimisation.** The schedule and parameter groups of `ssl_assets.ml.optim`; gradient
+  accumulation (with DDP's `no_sync` on the inner micro-steps); bf16 autocast (default on CUDA,
+  opt-in on CPU); optional gradient checkpointing, channels-last and `torch.compile` of the
+  encoder (`ssl_assets.ml.model`).
 - **DDP.** Under an initialised process group the *whole student* (backbone + the objective's
   trainable heads) is wrapped in one `DistributedDataParallel`, because the heads need their
   gradients averaged too, and one DDP forward per micro-step keeps multi-view / multi-crop
@@ -40,39 +33,47 @@ Why it is built this way:
   rank) on a fixed subset of the val split (of train without one) and, when val has labels,
   a 2-fold weighted-kNN accuracy on it, computed on rank 0 with the encoder in eval mode, and
   handed to `on_epoch`.
+
+How it reads: `train` calls its steps in order, each defined below it in the same order:
+`_configure_process`, `_plan_run` (identity, data, step layout), `_build` (model, optimiser,
+augmentation), `_resume`, `_wrap_ddp`, `_monitor_set`, `_run_steps` (the loop: `_train_step`,
+`_end_epoch`, `_save`) and `_finish` (result and encoder).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import hashlib
 import inspect
-import json
 import logging
 import math
 import os
-import re
-import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ssl_assets.atomic import write_atomic
 from ssl_assets.ml import distributed
-from ssl_assets.ml.augment import AUGMENTATION_PRESETS, build_augmentation, normalize, to_float
-from ssl_assets.ml.backbones import ResNetBackbone, SmallCNN, build_backbone
+from ssl_assets.ml.augment import MultiViewAugment, build_augmentation
+from ssl_assets.ml.backbones import build_backbone
+from ssl_assets.ml.checkpoint import (
+    CHECKPOINT_FORMAT,
+    clean_stale,
+    flatten_optimizer_state,
+    list_checkpoints,
+    load_latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unflatten_optimizer_state,
+)
+from ssl_assets.ml.config import TrainConfig, config_hash
 from ssl_assets.ml.data import (
     EpochSampler,
     ImageSet,
@@ -82,140 +83,19 @@ from ssl_assets.ml.data import (
     stable_seed,
 )
 from ssl_assets.ml.data import data_fingerprint as fingerprint_parts
-from ssl_assets.ml.monitor import collapse_metrics, knn_accuracy
-from ssl_assets.ml.objectives import Objective, ObjectiveOutput, build_objective
+from ssl_assets.ml.encoder_io import ENCODER_WEIGHTS, save_encoder
+from ssl_assets.ml.evaluate.features import embed_images
+from ssl_assets.ml.model import SSLModel, enable_gradient_checkpointing, load_encoder_weights
+from ssl_assets.ml.monitor import collapse_metrics, knn_two_fold
+from ssl_assets.ml.objectives import Objective, build_objective
+from ssl_assets.ml.optim import build_optimizer, lr_at
+from ssl_assets.ml.views import MicroBatch, ViewSource, plan_micro_batches
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
-_CKPT_RE = re.compile(r"^step_(\d{9})$")
-_TENSORS = "state.safetensors"
-_META = "state.json"
-ENCODER_WEIGHTS = "encoder.safetensors"
-ENCODER_META = "encoder.json"
 #: on CUDA, decoded uint8 training data up to this size lives on the GPU (batches never cross
 #: the PCIe bus); larger data stays in host memory and each batch is copied
 DEVICE_DATA_MAX_BYTES = 2 * 1024**3
-
-#: config fields that change how a run is operated, not what it computes: left out of the hash
-_OPERATIONAL_FIELDS = frozenset(
-    {
-        "checkpoint_every",
-        "keep_checkpoints",
-        "num_threads",
-        "prefetch",
-        "monitor_samples",
-        "knn_samples",
-    }
-)
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def _plain(value: Any) -> Any:
-    """JSON-canonical form (tuples become lists), so a config survives a JSON round trip."""
-    return json.loads(json.dumps(value))
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; `to_dict` / `from_dict` round-trip through JSON.
-
-    `batch_size` is the global batch per optimiser step: each of `world_size` ranks runs
-    `accumulate` micro-batches of `batch_size // (world_size * accumulate)` images.
-    `max_steps`, when set, overrides `epochs`. `warmup_steps`, when set, overrides
-    `warmup_epochs`. `precision`: "auto" (bf16 on CUDA, fp32 on CPU), "fp32" or "bf16".
-    `augmentation` names a preset of `augment.build_augmentation` (default: the method's own,
-    SimCLR's for a hybrid); `augment` holds its keyword overrides. `image_size` defaults to the
-    backbone's `preprocessing["input_size"]`. `num_threads=0` keeps torch's default.
-    `prefetch` augments the next micro-batch in a worker thread while the current one trains
-    (same values either way) when that thread has a core to itself: on CUDA, or when torch's
-    intra-op threads leave a CPU core spare (measured on 2 cores: with 1 torch thread prefetch
-    lifts the loop from 0.82 to 0.98 of the bare step; with 2 it costs 10 %). `deterministic` sets process-wide torch flags
-    (`use_deterministic_algorithms`), meant for a dedicated training process.
-    """
-
-    method: str = "simclr"
-    objective: dict[str, Any] = field(default_factory=dict)
-    backbone: str = "small_cnn"
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    augmentation: str | None = None
-    augment: dict[str, Any] = field(default_factory=dict)
-    image_size: int | None = None
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 256
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    min_lr: float = 0.0
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    warmup_steps: int | None = None
-    warmup_epochs: float = 0.0
-    grad_clip: float | None = None
-    precision: str = "auto"
-    accumulate: int = 1
-    grad_checkpointing: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    prefetch: bool = True
-    seed: int = 0
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    num_threads: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    monitor_samples: int = 1024
-    knn_samples: int = 2000
-    knn_k: int = 20
-    knn_temperature: float = 0.07
-
-    def __post_init__(self) -> None:
-        self.objective = _plain(self.objective)
-        self.backbone_kwargs = _plain(self.backbone_kwargs)
-        self.augment = _plain(self.augment)
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
-        if self.accumulate < 1 or self.batch_size < 1:
-            raise ValueError("batch_size and accumulate must be positive")
-        if self.max_steps is None and self.epochs < 1:
-            raise ValueError("set epochs >= 1 or max_steps")
-        if self.keep_checkpoints < 1:
-            raise ValueError("keep_checkpoints must be >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**dict(data))
-
-    @property
-    def augmentation_preset(self) -> str:
-        if self.augmentation is not None:
-            return self.augmentation
-        return self.method if self.method in AUGMENTATION_PRESETS else "simclr"
-
-
-def config_hash(
-    cfg: TrainConfig, data_fingerprint: str, *, warm_start: str | Path | None = None
-) -> str:
-    """16 hex digits identifying a run: the config (minus operational fields such as
-    `checkpoint_every` or `num_threads`), the curated-data fingerprint and, if given, the
-    content of the warm-start weights file. Use it to name the checkpoint directory."""
-    payload = {k: v for k, v in cfg.to_dict().items() if k not in _OPERATIONAL_FIELDS}
-    h = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
-    h.update(str(data_fingerprint).encode())
-    if warm_start is not None:
-        h.update(_file_sha256(Path(warm_start)).encode())
-    return h.hexdigest()[:16]
 
 
 def state_digest(tensors: Mapping[str, Tensor]) -> str:
@@ -226,14 +106,6 @@ def state_digest(tensors: Mapping[str, Tensor]) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -259,312 +131,13 @@ class TrainResult:
         return dict(self.history[-1]) if self.history else {}
 
 
-# --------------------------------------------------------------------------- schedule, groups
-
-
-def lr_at(
-    step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_lr: float = 0.0
-) -> float:
-    """Learning rate of optimiser step `step` (0-based): linear warm-up reaching `base_lr` at
-    step `warmup_steps - 1`, then half-cosine from `base_lr` down towards `min_lr` at
-    `total_steps`."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    decay_steps = total_steps - warmup_steps
-    if decay_steps <= 0:
-        return base_lr
-    t = min(max(step - warmup_steps, 0) / decay_steps, 1.0)
-    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
-_NO_DECAY_NAMES = frozenset({"bias", "cls_token", "mask_token", "pos_embed", "weight_g"})
-
-
-def split_decay_parameters(model: nn.Module) -> tuple[list[str], list[str]]:
-    """Names of trainable parameters `(decayed, not_decayed)`: biases, parameters of
-    normalisation layers, 0/1-d parameters, tokens and weight-norm gains are not decayed."""
-    decay: list[str] = []
-    no_decay: list[str] = []
-    seen: set[int] = set()
-    for mod_name, module in model.named_modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            full = f"{mod_name}.{p_name}" if mod_name else p_name
-            if isinstance(module, _NORM_TYPES) or p.ndim <= 1 or p_name in _NO_DECAY_NAMES:
-                no_decay.append(full)
-            else:
-                decay.append(full)
-    return decay, no_decay
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Optimiser parameter groups: `decay` with `weight_decay`, `no_decay` with 0."""
-    params = dict(model.named_parameters())
-    decay, no_decay = split_decay_parameters(model)
-    groups = [
-        {"params": [params[n] for n in decay], "weight_decay": weight_decay, "group": "decay"},
-        {"params": [params[n] for n in no_decay], "weight_decay": 0.0, "group": "no_decay"},
-    ]
-    return [g for g in groups if g["params"]]
-
-
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD (momentum `cfg.momentum`) over `param_groups(model, cfg.weight_decay)`."""
-    groups = param_groups(model, cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-# --------------------------------------------------------------------------- model
-
-
-class SSLModel(nn.Module):
-    """Backbone + objective as one module, so one `DistributedDataParallel` wraps both and one
-    forward call runs a whole objective: `forward(views, step) -> ObjectiveOutput`."""
-
-    def __init__(self, backbone: nn.Module, objective: Objective) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.objective = objective
-        # a compiled view of the backbone, kept out of the module tree (and the state_dict)
-        self.__dict__["encoder_fn"] = None
-
-    def forward(self, views: Sequence[Tensor], step: int = 0) -> ObjectiveOutput:
-        compiled = self.__dict__["encoder_fn"]  # not `or`: a compiled module has no __bool__
-        return self.objective(views, self.backbone if compiled is None else compiled, step)
-
-    def compile_backbone(self, **kwargs: Any) -> None:
-        """Route the objective's backbone calls through `torch.compile(backbone)`."""
-        self.__dict__["encoder_fn"] = torch.compile(self.backbone, **kwargs)
-
-
-def _patch_training_forward(module: nn.Module, train_forward: Callable[..., Tensor]) -> None:
-    """Use `train_forward` instead of `module.forward` while training with autograd on."""
-    plain = module.forward
-
-    def forward(*args: Any, **kwargs: Any) -> Tensor:
-        if module.training and torch.is_grad_enabled():
-            return train_forward(*args, **kwargs)
-        return plain(*args, **kwargs)
-
-    module.forward = forward  # type: ignore[method-assign]
-
-
-def enable_gradient_checkpointing(backbone: nn.Module) -> int:
-    """Recompute activations in the backward pass instead of storing them (Chen et al., 2016,
-    arXiv:1604.06174), per transformer block (ViT), per residual stage (ResNet) or per
-    conv block (small_cnn). Patches instance `forward`s, so the state_dict is unchanged; call it
-    *after* building the objective (teachers are deep copies and must not share the patch).
-    Returns how many segments are checkpointed."""
-    from torch.utils.checkpoint import checkpoint, checkpoint_sequential
-
-    def per_module(module: nn.Module) -> None:
-        plain = module.forward
-        _patch_training_forward(
-            module, lambda *a, **k: checkpoint(plain, *a, use_reentrant=False, **k)
-        )
-
-    if isinstance(backbone, SmallCNN):
-        features = backbone.features
-        segments = max(1, len(features) // 3)
-        _patch_training_forward(
-            features,
-            lambda x: checkpoint_sequential(features, segments, x, use_reentrant=False),
-        )
-        return segments
-    if isinstance(backbone, ResNetBackbone):
-        net = backbone.net
-        stages = [net.layer1, net.layer2, net.layer3, net.layer4]
-        for stage in stages:
-            per_module(stage)
-        return len(stages)
-    blocks = getattr(backbone, "blocks", None)
-    if isinstance(blocks, nn.ModuleList):
-        for block in blocks:
-            per_module(block)
-        return len(blocks)
-    raise ValueError(f"no gradient-checkpointing recipe for {type(backbone).__name__}")
-
-
-def load_encoder_weights(
-    backbone: nn.Module, path: str | Path, backbone_name: str | None = None
-) -> None:
-    """Warm start: load `encoder.safetensors` (a backbone state_dict) strictly. If the
-    `encoder.json` written beside it names another backbone than `backbone_name`, fail early."""
-    path = Path(path)
-    meta_path = path.with_name(ENCODER_META)
-    if backbone_name is not None and meta_path.exists():
-        found = json.loads(meta_path.read_text()).get("backbone")
-        if found not in (None, backbone_name):
-            raise ValueError(f"warm start {path} is a {found!r}, not a {backbone_name!r}")
-    backbone.load_state_dict(load_file(str(path)), strict=True)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with path.open("w") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _write_tensors(path: Path, tensors: Mapping[str, Tensor]) -> None:
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def list_checkpoints(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints `(step, path)`, oldest first. In-progress `.tmp-*` and `.old-*`
-    directories are never listed; a `step_*` directory missing a file is skipped too."""
-    root = Path(checkpoint_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        m = _CKPT_RE.match(child.name)
-        if m and (child / _TENSORS).is_file() and (child / _META).is_file():
-            found.append((int(m.group(1)), child))
-    return sorted(found)
-
-
-def save_checkpoint(
-    checkpoint_dir: str | Path,
-    step: int,
-    tensors: Mapping[str, Tensor],
-    meta: Mapping[str, Any],
-    keep: int = 2,
-) -> Path:
-    """Write `step_<step>/` atomically (temp dir, fsync, rename) and keep the newest `keep`."""
-    root = Path(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:09d}"
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        _write_tensors(tmp / _TENSORS, tensors)
-        _write_json(tmp / _META, {**meta, "step": step})
-        _fsync_dir(tmp)
-        if final.exists():  # same step again (e.g. re-run after the final checkpoint): replace
-            _remove_dir(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for _, old in list_checkpoints(root)[:-keep]:
-        _remove_dir(old)
-    return final
-
-
-def _remove_dir(path: Path) -> None:
-    """Rename out of the `step_*` namespace first, so a crash mid-delete leaves no partial
-    checkpoint behind."""
-    trash = path.with_name(f".old-{path.name}-{uuid.uuid4().hex[:8]}")
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _clean_stale(checkpoint_dir: Path) -> None:
-    if checkpoint_dir.is_dir():
-        for child in checkpoint_dir.iterdir():
-            if child.is_dir() and child.name.startswith((".tmp-", ".old-")):
-                shutil.rmtree(child, ignore_errors=True)
-
-
-def load_latest_checkpoint(
-    checkpoint_dir: str | Path, max_step: int | None = None
-) -> tuple[int, dict[str, Tensor], dict[str, Any]] | None:
-    """`(step, tensors, meta)` of the newest readable checkpoint (at most `max_step`), or None.
-    A checkpoint that fails to parse is skipped with a warning, falling back to the previous."""
-    for step, path in reversed(list_checkpoints(checkpoint_dir)):
-        if max_step is not None and step > max_step:
-            continue
-        try:
-            meta = json.loads((path / _META).read_text())
-            if meta.get("format") != CHECKPOINT_FORMAT or meta.get("step") != step:
-                raise ValueError(f"unexpected format/step in {path / _META}")
-            tensors = load_file(str(path / _TENSORS))
-        except Exception as exc:  # corrupt checkpoint: fall back to an older one
-            log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
-            continue
-        return step, tensors, meta
-    return None
-
-
-def flatten_optimizer_state(
-    state: Mapping[str, Any], prefix: str = "optim"
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Split `optimizer.state_dict()` into tensors `{prefix}/<param>/<key>` (for safetensors)
-    and the JSON-able rest (param groups and non-tensor per-parameter values)."""
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            if isinstance(value, Tensor):
-                tensors[f"{prefix}/{pid}/{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": _plain(state["param_groups"]), "scalars": scalars}
-
-
-def unflatten_optimizer_state(
-    tensors: Mapping[str, Tensor], meta: Mapping[str, Any], prefix: str = "optim"
-) -> dict[str, Any]:
-    """Inverse of `flatten_optimizer_state`."""
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        head, _, rest = name.partition("/")
-        if head != prefix:
-            continue
-        pid, _, key = rest.partition("/")
-        state.setdefault(int(pid), {})[key] = value
-    for pid, values in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    groups = []
-    for group in meta["param_groups"]:
-        group = dict(group)
-        if isinstance(group.get("betas"), list):
-            group["betas"] = tuple(group["betas"])
-        groups.append(group)
-    return {"state": state, "param_groups": groups}
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": base64.b64encode(torch.get_rng_state().numpy()).decode()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = base64.b64encode(torch.cuda.get_rng_state().numpy()).decode()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
-    torch.set_rng_state(torch.from_numpy(raw))
-    if "cuda" in state and torch.cuda.is_available():
-        raw = np.frombuffer(base64.b64decode(state["cuda"]), dtype=np.uint8).copy()
-        torch.cuda.set_rng_state(torch.from_numpy(raw))
-
-
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- the run's state
 
 
 @dataclass
 class _State:
+    """Where a run is; saved in every checkpoint (`state.json`) and restored on resume."""
+
     step: int = 0
     epoch: int = 0
     step_in_epoch: int = 0
@@ -576,88 +149,57 @@ class _State:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-def _resolve_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device != "auto":
-        device = torch.device(cfg.device)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.sums, self.train_seconds, self.images = {}, 0.0, 0
 
 
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+@dataclass
+class _Run:
+    """What one execution of `train` fixed before building the model: process, data, layout."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    run_hash: str
+    fingerprint: str
+    checkpoint_dir: Path
+    train_set: ImageSet
+    sampler: EpochSampler
+    micro: int  # images per rank and micro-step
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
 
 
-def _as_image_set(data: Sequence[Part] | ImageSet) -> ImageSet:
-    return data if isinstance(data, ImageSet) else load_images(data)
+@dataclass
+class _Parts:
+    """The trainable pieces, built identically on every rank."""
+
+    backbone: nn.Module
+    objective: Objective
+    model: SSLModel
+    optimizer: torch.optim.Optimizer
+    aug: MultiViewAugment
+    image_size: int
+    mask_gen: torch.Generator  # MAE's masks: re-seeded per micro-step, like augmentation
+    params: list[nn.Parameter]  # trainable, for gradient clipping
+    freezers: list[nn.Module]  # heads that cancel their last layer's early gradients (DINO)
+    ddp: nn.Module  # `model`, or its DistributedDataParallel wrapper once wrapped
 
 
-def _fingerprint(data: Sequence[Part] | ImageSet) -> str:
-    if isinstance(data, ImageSet):
-        h = hashlib.sha256(data.images.cpu().numpy().tobytes())
-        if data.labels is not None:
-            h.update(data.labels.cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
-    return fingerprint_parts(data)
+@dataclass(frozen=True)
+class _MonitorSet:
+    """The fixed images (with labels: the kNN figure) the per-epoch monitor embeds on rank 0;
+    `images` are N x R x R x C uint8, the catalog layout `embed_images` takes (a view)."""
+
+    images: Tensor
+    labels: Tensor | None
 
 
-@torch.no_grad()
-def embed(
-    backbone: nn.Module,
-    images: Tensor,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    batch_size: int = 256,
-    channels_last: bool = False,
-    autocast: contextlib.AbstractContextManager[Any] | None = None,
-) -> Tensor:
-    """Backbone features (float32, CPU) of uint8 images, in eval mode (restored afterwards):
-    scale to [0, 1], resize to `image_size` if needed, normalise, encode in batches."""
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
-    out = []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            x = to_float(images[start : start + batch_size].to(device))
-            if x.shape[-1] != image_size or x.shape[-2] != image_size:
-                x = F.interpolate(
-                    x,
-                    size=(image_size, image_size),
-                    mode="bilinear",
-                    antialias=True,
-                    align_corners=False,
-                )
-            x = normalize(x, mean, std)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast or contextlib.nullcontext():
-                out.append(backbone(x).float().cpu())
-    finally:
-        backbone.train(was_training)
-    return torch.cat(out)
-
-
-def _knn_two_fold(features: Tensor, labels: Tensor, k: int, temperature: float) -> float:
-    """Mean kNN accuracy of the two halves of the (already fixed, shuffled) val subset, each
-    classified with the other half as the labelled bank."""
-    half = features.shape[0] // 2
-    a, b = slice(0, half), slice(half, None)
-    num_classes = int(labels.max()) + 1
-    acc_ab = knn_accuracy(
-        features[a], labels[a], features[b], labels[b], k, temperature, num_classes
-    )
-    acc_ba = knn_accuracy(
-        features[b], labels[b], features[a], labels[a], k, temperature, num_classes
-    )
-    return 0.5 * (acc_ab + acc_ba)
+# --------------------------------------------------------------------------- the loop
 
 
 def train(
@@ -689,7 +231,24 @@ def train(
     """
     checkpoint_dir = Path(checkpoint_dir)
     output_dir = Path(output_dir) if output_dir is not None else checkpoint_dir / "output"
-    rank, world = distributed.rank(), distributed.world_size()
+    device = _configure_process(cfg)
+    run = _plan_run(cfg, train_data, checkpoint_dir, device, data_fingerprint, warm_start)
+    val_set = _as_image_set(val_data) if val_data is not None else None
+    parts = _build(cfg, device, warm_start)
+    state, resumed_from = _resume(run, parts)
+    parts.ddp = _wrap_ddp(parts.model, device)
+    if cfg.compile:
+        parts.model.compile_backbone()
+    monitor = _monitor_set(cfg, run.train_set, val_set) if run.rank == 0 else None
+    end_step = (
+        run.total_steps if stop_after_steps is None else min(run.total_steps, stop_after_steps)
+    )
+    _run_steps(run, parts, state, end_step, monitor, on_epoch)
+    return _finish(run, parts, state, resumed_from, output_dir, warm_start)
+
+
+def _configure_process(cfg: TrainConfig) -> torch.device:
+    """The device to train on; torch's thread count and determinism flags as `cfg` asks."""
     device = _resolve_device(cfg)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -697,12 +256,33 @@ def train(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    return device
 
-    # ---- data
+
+def _resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device != "auto":
+        device = torch.device(cfg.device)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def _plan_run(
+    cfg: TrainConfig,
+    train_data: Sequence[Part] | ImageSet,
+    checkpoint_dir: Path,
+    device: torch.device,
+    data_fingerprint: str | None,
+    warm_start: str | Path | None,
+) -> _Run:
+    """The run's identity, its training images (on the GPU when they fit) and how they split
+    into micro-batches, optimiser steps and epochs on this rank."""
+    rank, world = distributed.rank(), distributed.world_size()
     fingerprint = data_fingerprint or _fingerprint(train_data)
     run_hash = config_hash(cfg, fingerprint, warm_start=warm_start)
     train_set = _as_image_set(train_data)
-    val_set = _as_image_set(val_data) if val_data is not None else None
     per_rank = world * cfg.accumulate
     if cfg.batch_size % per_rank:
         raise ValueError(
@@ -721,8 +301,40 @@ def train(
     )
     if device.type == "cuda" and train_set.images.numel() <= DEVICE_DATA_MAX_BYTES:
         train_set = train_set.to(device)  # else batches are copied over one at a time
+    return _Run(
+        cfg=cfg,
+        rank=rank,
+        world=world,
+        device=device,
+        run_hash=run_hash,
+        fingerprint=fingerprint,
+        checkpoint_dir=checkpoint_dir,
+        train_set=train_set,
+        sampler=sampler,
+        micro=micro,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        warmup=warmup,
+    )
 
-    # ---- model (same init on every rank; DDP also broadcasts rank 0's weights)
+
+def _as_image_set(data: Sequence[Part] | ImageSet) -> ImageSet:
+    return data if isinstance(data, ImageSet) else load_images(data)
+
+
+def _fingerprint(data: Sequence[Part] | ImageSet) -> str:
+    if isinstance(data, ImageSet):
+        h = hashlib.sha256(data.images.cpu().numpy().tobytes())
+        if data.labels is not None:
+            h.update(data.labels.cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+    return fingerprint_parts(data)
+
+
+def _build(cfg: TrainConfig, device: torch.device, warm_start: str | Path | None) -> _Parts:
+    """Backbone (warm-started if asked) and objective, as one model with its optimiser, and
+    the augmentation. Seeded first, so every rank builds the same initial weights (DDP also
+    broadcasts rank 0's); the order of construction fixes the RNG stream and must not change."""
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.backbone, **cfg.backbone_kwargs)
     if warm_start is not None:
@@ -745,311 +357,185 @@ def train(
             f"augmentation {cfg.augmentation_preset!r} makes {len(aug.views)} views, "
             f"{cfg.method} needs {objective.num_views}"
         )
-    mask_gen = torch.Generator()  # MAE's masks: re-seeded per micro-step, like augmentation
+    mask_gen = torch.Generator()
     for module in objective.modules():
         if hasattr(module, "generator"):
             module.generator = mask_gen
+    return _Parts(
+        backbone=backbone,
+        objective=objective,
+        model=model,
+        optimizer=optimizer,
+        aug=aug,
+        image_size=image_size,
+        mask_gen=mask_gen,
+        params=[p for p in model.parameters() if p.requires_grad],
+        freezers=[m for m in model.modules() if hasattr(m, "cancel_last_layer_gradients")],
+        ddp=model,
+    )
 
-    # ---- resume
-    state = _State()
-    resumed_from: int | None = None
-    if rank == 0:
-        _clean_stale(checkpoint_dir)
-    chosen = [max((s for s, _ in list_checkpoints(checkpoint_dir)), default=-1)]
+
+def _resume(run: _Run, parts: _Parts) -> tuple[_State, int | None]:
+    """Load the newest complete checkpoint (the same one on every rank) into the model and
+    optimiser; returns the state to continue from and the step resumed from (None: fresh)."""
+    if run.rank == 0:
+        clean_stale(run.checkpoint_dir)
+    chosen = [max((s for s, _ in list_checkpoints(run.checkpoint_dir)), default=-1)]
     if distributed.is_distributed():  # every rank must load the same checkpoint
         torch.distributed.broadcast_object_list(chosen, src=0)
-    loaded = load_latest_checkpoint(checkpoint_dir, max_step=chosen[0]) if chosen[0] >= 0 else None
-    if loaded is not None:
-        resumed_from, tensors, meta = loaded
-        if meta.get("config_hash") != run_hash:
-            log.warning(
-                "checkpoint %s was written by config %s, this run is %s",
-                resumed_from,
-                meta.get("config_hash"),
-                run_hash,
-            )
-        model.load_state_dict(
-            {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    if chosen[0] < 0:
+        return _State(), None
+    loaded = load_latest_checkpoint(run.checkpoint_dir, max_step=chosen[0])
+    if loaded is None:
+        return _State(), None
+    resumed_from, tensors, meta = loaded
+    if meta.get("config_hash") != run.run_hash:
+        log.warning(
+            "checkpoint %s was written by config %s, this run is %s",
+            resumed_from,
+            meta.get("config_hash"),
+            run.run_hash,
         )
-        optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
-        saved = meta["state"]
-        state = _State(**saved)
-        rank_states = meta.get("ranks", [])
-        if len(rank_states) == world:
-            _set_rng_state(rank_states[rank]["rng"])
-            state.sums = dict(rank_states[rank]["sums"])
-        else:
-            log.warning(
-                "checkpoint written by %d rank(s), resuming on %d: RNG states and this epoch's "
-                "running metrics are not restored (augmentation streams are per step anyway)",
-                len(rank_states),
-                world,
-            )
-        log.info("resumed from step %d (epoch %d)", state.step, state.epoch)
-
-    # ---- DDP
-    ddp: nn.Module = model
-    if distributed.is_distributed():
-        from torch.nn.parallel import DistributedDataParallel
-
-        # buffers: synced once at wrap time, not at every forward (see module docstring)
-        ddp_args = inspect.signature(DistributedDataParallel.__init__).parameters
-        no_buffer_sync = (
-            {"forward_sync_buffers": False}
-            if "forward_sync_buffers" in ddp_args  # newer torch deprecates broadcast_buffers
-            else {"broadcast_buffers": False}
+    parts.model.load_state_dict(
+        {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    )
+    parts.optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
+    state = _State(**meta["state"])
+    rank_states = meta.get("ranks", [])
+    if len(rank_states) == run.world:
+        set_rng_state(rank_states[run.rank]["rng"])
+        state.sums = dict(rank_states[run.rank]["sums"])
+    else:
+        log.warning(
+            "checkpoint written by %d rank(s), resuming on %d: RNG states and this epoch's "
+            "running metrics are not restored (augmentation streams are per step anyway)",
+            len(rank_states),
+            run.world,
         )
-        ddp = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            **no_buffer_sync,
-        )
-    if cfg.compile:
-        model.compile_backbone()
-    autocast = _autocast(cfg, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    freezers = [m for m in model.modules() if hasattr(m, "cancel_last_layer_gradients")]
+    log.info("resumed from step %d (epoch %d)", state.step, state.epoch)
+    return state, resumed_from
 
-    # ---- monitoring data (fixed subsets, chosen once)
-    monitor_images: Tensor | None = None
-    knn_labels: Tensor | None = None
-    if rank == 0:
-        if val_set is not None and len(val_set) >= 2:
-            pick = fixed_subset(len(val_set), cfg.knn_samples, cfg.seed, "knn")
-            pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))]
-            monitor_images = val_set.images[pick]
-            if val_set.labels is not None:
-                knn_labels = val_set.labels[pick]
-        else:
-            pick = fixed_subset(len(train_set), cfg.monitor_samples, cfg.seed, "monitor")
-            monitor_images = train_set.images.cpu()[pick]
 
-    def save(step: int) -> None:
-        ranks: list[Any] = [{"rng": _rng_state(), "sums": dict(state.sums)}]
-        if distributed.is_distributed():  # each rank's RNG state and running metric sums
-            ranks = [None] * world
-            torch.distributed.all_gather_object(ranks, {"rng": _rng_state(), "sums": state.sums})
-        if rank != 0:
-            return
-        opt_tensors, opt_meta = flatten_optimizer_state(optimizer.state_dict())
-        tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-        tensors.update(opt_tensors)
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "config_hash": run_hash,
-            "config": cfg.to_dict(),
-            "world_size": world,
-            "total_steps": total_steps,
-            "steps_per_epoch": steps_per_epoch,
-            "state": state.to_json(),
-            "optimizer": opt_meta,
-            "ranks": ranks,
-        }
-        save_checkpoint(checkpoint_dir, step, tensors, meta, cfg.keep_checkpoints)
+def _wrap_ddp(model: SSLModel, device: torch.device) -> nn.Module:
+    """`model` in one `DistributedDataParallel` under a process group, else `model` itself."""
+    if not distributed.is_distributed():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
 
-    def finish_epoch(partial: bool) -> None:
-        keys = sorted(state.sums)
-        values = torch.tensor(
-            [state.sums[k] for k in keys] + [float(state.step_in_epoch)], dtype=torch.float64
-        )
-        values = distributed.all_reduce_sum(values)
-        count = max(float(values[-1]), 1.0)
-        metrics: dict[str, Any] = {
-            "epoch": state.epoch,
-            "step": state.step,
-            "partial_epoch": partial,
-            "lr": lr_at(state.step - 1, total_steps, cfg.lr, warmup, cfg.min_lr),
-            "images_per_s": state.images / state.train_seconds if state.train_seconds else 0.0,
-            "train_seconds": state.train_seconds,
-        }
-        metrics.update({k: float(v) / count for k, v in zip(keys, values[:-1], strict=True)})
-        if rank == 0 and monitor_images is not None:
-            started = time.perf_counter()
-            feats = embed(
-                backbone,
-                monitor_images,
-                image_size,
-                prep["mean"],
-                prep["std"],
-                channels_last=cfg.channels_last,
-                autocast=_autocast(cfg, device),
-            )
-            metrics.update(collapse_metrics(feats))
-            if knn_labels is not None and feats.shape[0] >= 4:
-                metrics["knn_accuracy"] = _knn_two_fold(
-                    feats, knn_labels, cfg.knn_k, cfg.knn_temperature
-                )
-            metrics["monitor_seconds"] = time.perf_counter() - started
-        state.history.append(metrics)
-        if rank == 0 and on_epoch is not None:
-            on_epoch(dict(metrics))
+    # buffers: synced once at wrap time, not at every forward (see module docstring)
+    ddp_args = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in ddp_args  # newer torch deprecates broadcast_buffers
+        else {"broadcast_buffers": False}
+    )
+    return DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        **no_buffer_sync,
+    )
 
-    # ---- loop
-    end_step = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
 
-    def plan() -> Iterator[_MicroBatch]:
-        """Every micro-batch this execution will train on, in order (from the resume point)."""
-        step, epoch, k = state.step, state.epoch, state.step_in_epoch
-        while step < end_step:
-            indices = sampler.rank_indices(epoch)
-            while k < steps_per_epoch and step < end_step:
-                for m in range(cfg.accumulate):
-                    first = (k * cfg.accumulate + m) * micro
-                    yield _MicroBatch(step, m, indices[first : first + micro])
-                step += 1
-                k += 1
-            epoch += 1
-            k = 0
+def _monitor_set(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet | None) -> _MonitorSet:
+    """The monitor's fixed subset, chosen once: of val (shuffled, so both kNN folds mix
+    classes) when there is one, else of train."""
+    if val_set is not None and len(val_set) >= 2:
+        pick = fixed_subset(len(val_set), cfg.knn_samples, cfg.seed, "knn")
+        pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))]
+        labels = val_set.labels[pick] if val_set.labels is not None else None
+        return _MonitorSet(val_set.images[pick].permute(0, 2, 3, 1), labels)
+    pick = fixed_subset(len(train_set), cfg.monitor_samples, cfg.seed, "monitor")
+    return _MonitorSet(train_set.images.cpu()[pick].permute(0, 2, 3, 1), None)
 
-    @torch.no_grad()
-    def make_views(mb: _MicroBatch) -> list[Tensor]:
-        gen = torch.Generator().manual_seed(stable_seed("aug", cfg.seed, rank, mb.step, mb.micro))
-        views = aug(train_set.batch(mb.indices).to(device, non_blocking=True), gen)
-        if cfg.channels_last:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        return views
 
-    spare_core = device.type == "cuda" or torch.get_num_threads() < (os.cpu_count() or 1)
-    source = _ViewSource(plan(), make_views, prefetch=cfg.prefetch and spare_core)
-    model.train()
+def _run_steps(
+    run: _Run,
+    parts: _Parts,
+    state: _State,
+    end_step: int,
+    monitor: _MonitorSet | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    """Optimiser steps from the resume point up to `end_step`: after each, the teacher update
+    and running sums; at the end of an epoch (or of the run) its metrics; then a checkpoint
+    every `checkpoint_every` steps and at `end_step`."""
+    cfg = run.cfg
+    autocast = _autocast(cfg, run.device)
+    plan = plan_micro_batches(
+        run.sampler,
+        step=state.step,
+        epoch=state.epoch,
+        step_in_epoch=state.step_in_epoch,
+        end_step=end_step,
+        steps_per_epoch=run.steps_per_epoch,
+        accumulate=cfg.accumulate,
+        micro_size=run.micro,
+    )
+    spare_core = run.device.type == "cuda" or torch.get_num_threads() < (os.cpu_count() or 1)
+    source = ViewSource(plan, partial(_make_views, run, parts), cfg.prefetch and spare_core)
+    parts.model.train()
     try:
         while state.step < end_step:
             started = time.perf_counter()
-            lr = lr_at(state.step, total_steps, cfg.lr, warmup, cfg.min_lr)
-            for group in optimizer.param_groups:
+            lr = lr_at(state.step, run.total_steps, cfg.lr, run.warmup, cfg.min_lr)
+            for group in parts.optimizer.param_groups:
                 group["lr"] = lr
-            logs = _train_step(
-                cfg,
-                state,
-                ddp,
-                model,
-                optimizer,
-                source,
-                mask_gen,
-                rank,
-                params,
-                freezers,
-                autocast,
-            )
+            logs = _train_step(run, parts, state, source, autocast)
             state.step += 1
             state.step_in_epoch += 1
-            objective.update_teacher(backbone, state.step, total_steps)
+            parts.objective.update_teacher(parts.backbone, state.step, run.total_steps)
             for key, value in logs.items():
                 state.sums[key] = state.sums.get(key, 0.0) + value
             state.images += cfg.batch_size
             state.train_seconds += time.perf_counter() - started
 
-            epoch_done = state.step_in_epoch >= steps_per_epoch
-            if epoch_done or state.step >= total_steps:
-                finish_epoch(partial=not epoch_done)
+            epoch_done = state.step_in_epoch >= run.steps_per_epoch
+            if epoch_done or state.step >= run.total_steps:
+                _end_epoch(run, parts, state, monitor, on_epoch, partial=not epoch_done)
                 if epoch_done:
-                    state.epoch += 1
-                    state.step_in_epoch = 0
-                    state.sums, state.train_seconds, state.images = {}, 0.0, 0
+                    state.next_epoch()
             if (
                 cfg.checkpoint_every > 0 and state.step % cfg.checkpoint_every == 0
             ) or state.step >= end_step:
-                save(state.step)
+                _save(run, parts, state)
     finally:
         source.close()
 
-    completed = state.step >= total_steps
-    result = TrainResult(
-        completed=completed,
-        step=state.step,
-        total_steps=total_steps,
-        epoch=state.epoch,
-        config_hash=run_hash,
-        history=list(state.history),
-        resumed_from_step=resumed_from,
-        model_sha256=state_digest(model.state_dict()),
-    )
-    if completed and rank == 0:
-        result.encoder_path, result.metadata_path = _write_encoder(
-            output_dir, cfg, backbone, run_hash, fingerprint, state, total_steps, warm_start
-        )
-    if distributed.is_distributed():
-        torch.distributed.barrier()
-    return result
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-@dataclass(frozen=True)
-class _MicroBatch:
-    step: int
-    micro: int
-    indices: Tensor
-
-
-class _ViewSource:
-    """Augmented views of planned micro-batches, in order; with `prefetch`, the next one is
-    computed in a worker thread while the caller trains on the current one.
-
-    Why a thread and not DataLoader workers: the work is a handful of vectorised torch ops on
-    an in-memory batch, which release the GIL; a thread shares the uint8 tensor and the
-    result without copies. Each micro-batch seeds its own generator, so values do not depend
-    on whether (or when) it was computed ahead.
-    """
-
-    def __init__(
-        self,
-        plan: Iterator[_MicroBatch],
-        make: Callable[[_MicroBatch], list[Tensor]],
-        prefetch: bool = True,
-    ) -> None:
-        self._plan = plan
-        self._make = make
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ssl-augment") if prefetch else None
-        self._pending: tuple[_MicroBatch, Future[list[Tensor]]] | None = None
-
-    def _submit(self) -> None:
-        mb = next(self._plan, None)
-        if mb is not None and self._pool is not None:
-            self._pending = (mb, self._pool.submit(self._make, mb))
-        else:
-            self._pending = None
-
-    def next(self, step: int, micro: int) -> list[Tensor]:
-        """Views of micro-batch `micro` of optimiser step `step` (must follow the plan)."""
-        if self._pool is None:
-            mb = next(self._plan)
-            views = self._make(mb)
-        else:
-            if self._pending is None:
-                self._submit()
-            if self._pending is None:
-                raise StopIteration("the plan has no more micro-batches")
-            mb, future = self._pending
-            views = future.result()
-            self._submit()
-        if (mb.step, mb.micro) != (step, micro):
-            raise RuntimeError(f"planned micro-batch {mb.step}/{mb.micro}, asked {step}/{micro}")
-        return views
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+@torch.no_grad()
+def _make_views(run: _Run, parts: _Parts, mb: MicroBatch) -> list[Tensor]:
+    """The augmented views of one micro-batch, from a generator seeded by its position."""
+    cfg = run.cfg
+    gen = torch.Generator().manual_seed(stable_seed("aug", cfg.seed, run.rank, mb.step, mb.micro))
+    views = parts.aug(run.train_set.batch(mb.indices).to(run.device, non_blocking=True), gen)
+    if cfg.channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    return views
 
 
 def _train_step(
-    cfg: TrainConfig,
+    run: _Run,
+    parts: _Parts,
     state: _State,
-    ddp: nn.Module,
-    model: SSLModel,
-    optimizer: torch.optim.Optimizer,
-    source: _ViewSource,
-    mask_gen: torch.Generator,
-    rank: int,
-    params: list[nn.Parameter],
-    freezers: list[nn.Module],
+    source: ViewSource,
     autocast: contextlib.AbstractContextManager[Any],
 ) -> dict[str, float]:
     """One optimiser step over `cfg.accumulate` micro-batches; returns the step's mean logs."""
+    cfg = run.cfg
     totals: dict[str, Tensor] = {}
     for m in range(cfg.accumulate):
         views = source.next(state.step, m)
-        mask_gen.manual_seed(stable_seed("mask", cfg.seed, rank, state.step, m))
+        parts.mask_gen.manual_seed(stable_seed("mask", cfg.seed, run.rank, state.step, m))
         last = m == cfg.accumulate - 1
-        sync = contextlib.nullcontext() if last or ddp is model else ddp.no_sync()  # type: ignore[operator]
+        ddp = parts.ddp
+        sync = contextlib.nullcontext() if last or ddp is parts.model else ddp.no_sync()  # type: ignore[operator]
         with sync:
             with autocast:
                 out = ddp(views, state.step)
@@ -1058,12 +544,12 @@ def _train_step(
         for key, value in out.logs.items():
             v = value.detach().float()
             totals[key] = totals[key] + v if key in totals else v
-    for freezer in freezers:
+    for freezer in parts.freezers:
         freezer.cancel_last_layer_gradients(state.epoch)  # type: ignore[operator]
     if cfg.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(parts.params, cfg.grad_clip)
+    parts.optimizer.step()
+    parts.optimizer.zero_grad(set_to_none=True)
     logs = {k: float(v) / cfg.accumulate for k, v in totals.items()}
     loss_value = logs.get("loss")
     if loss_value is not None and not math.isfinite(loss_value):
@@ -1071,39 +557,136 @@ def _train_step(
     return logs
 
 
-def _write_encoder(
-    output_dir: Path,
-    cfg: TrainConfig,
-    backbone: nn.Module,
-    run_hash: str,
-    fingerprint: str,
+def _end_epoch(
+    run: _Run,
+    parts: _Parts,
     state: _State,
-    total_steps: int,
-    warm_start: str | Path | None,
-) -> tuple[Path, Path]:
-    """`encoder.safetensors` then `encoder.json` (each temp file + rename; the JSON last, so
-    its presence means the weights beside it are complete)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    weights = output_dir / ENCODER_WEIGHTS
-    meta_path = output_dir / ENCODER_META
-    write_atomic(weights, lambda p: _write_tensors(p, backbone.state_dict()))
+    monitor: _MonitorSet | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    partial: bool,
+) -> None:
+    """Append the epoch's metrics to the history (every rank: the sums are all-reduced) and
+    hand them to `on_epoch` on rank 0."""
+    metrics = _epoch_metrics(run, state, partial)
+    if monitor is not None:
+        metrics.update(_monitor_metrics(run, parts, monitor))
+    state.history.append(metrics)
+    if run.rank == 0 and on_epoch is not None:
+        on_epoch(dict(metrics))
+
+
+def _epoch_metrics(run: _Run, state: _State, partial: bool) -> dict[str, Any]:
+    """Position, learning rate, throughput and the objective's logs averaged over the epoch's
+    steps and over ranks (a collective: every rank must call it)."""
+    cfg = run.cfg
+    keys = sorted(state.sums)
+    values = torch.tensor(
+        [state.sums[k] for k in keys] + [float(state.step_in_epoch)], dtype=torch.float64
+    )
+    values = distributed.all_reduce_sum(values)
+    count = max(float(values[-1]), 1.0)
+    metrics: dict[str, Any] = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "partial_epoch": partial,
+        "lr": lr_at(state.step - 1, run.total_steps, cfg.lr, run.warmup, cfg.min_lr),
+        "images_per_s": state.images / state.train_seconds if state.train_seconds else 0.0,
+        "train_seconds": state.train_seconds,
+    }
+    metrics.update({k: float(v) / count for k, v in zip(keys, values[:-1], strict=True)})
+    return metrics
+
+
+def _monitor_metrics(run: _Run, parts: _Parts, monitor: _MonitorSet) -> dict[str, Any]:
+    """Collapse indicators and, with labels, the two-fold kNN accuracy of the encoder on the
+    monitor's fixed subset, and the seconds that took. The features come from evaluation's
+    `embed_images` (eval mode, the encoder's preprocessing at the training `image_size`), so
+    the figures watched during training are computed like those reported after it."""
+    cfg = run.cfg
+    started = time.perf_counter()
+    prep = {**parts.backbone.preprocessing, "input_size": parts.image_size}
+    with _autocast(cfg, run.device):
+        feats = torch.from_numpy(embed_images(parts.backbone, monitor.images, prep))
+    metrics: dict[str, Any] = dict(collapse_metrics(feats))
+    if monitor.labels is not None and feats.shape[0] >= 4:
+        metrics["knn_accuracy"] = knn_two_fold(
+            feats, monitor.labels, cfg.knn_k, cfg.knn_temperature
+        )
+    metrics["monitor_seconds"] = time.perf_counter() - started
+    return metrics
+
+
+def _save(run: _Run, parts: _Parts, state: _State) -> None:
+    """A checkpoint of the current step: every rank's RNG state and running sums are gathered,
+    rank 0 writes model, optimiser and state."""
+    ranks: list[Any] = [{"rng": rng_state(), "sums": dict(state.sums)}]
+    if distributed.is_distributed():  # each rank's RNG state and running metric sums
+        ranks = [None] * run.world
+        torch.distributed.all_gather_object(ranks, {"rng": rng_state(), "sums": state.sums})
+    if run.rank != 0:
+        return
+    opt_tensors, opt_meta = flatten_optimizer_state(parts.optimizer.state_dict())
+    tensors = {f"model/{k}": v for k, v in parts.model.state_dict().items()}
+    tensors.update(opt_tensors)
     meta = {
+        "format": CHECKPOINT_FORMAT,
+        "config_hash": run.run_hash,
+        "config": run.cfg.to_dict(),
+        "world_size": run.world,
+        "total_steps": run.total_steps,
+        "steps_per_epoch": run.steps_per_epoch,
+        "state": state.to_json(),
+        "optimizer": opt_meta,
+        "ranks": ranks,
+    }
+    save_checkpoint(run.checkpoint_dir, state.step, tensors, meta, run.cfg.keep_checkpoints)
+
+
+def _finish(
+    run: _Run,
+    parts: _Parts,
+    state: _State,
+    resumed_from: int | None,
+    output_dir: Path,
+    warm_start: str | Path | None,
+) -> TrainResult:
+    """The run's result; on rank 0 of a completed run, the encoder written to `output_dir`."""
+    completed = state.step >= run.total_steps
+    result = TrainResult(
+        completed=completed,
+        step=state.step,
+        total_steps=run.total_steps,
+        epoch=state.epoch,
+        config_hash=run.run_hash,
+        history=list(state.history),
+        resumed_from_step=resumed_from,
+        model_sha256=state_digest(parts.model.state_dict()),
+    )
+    if completed and run.rank == 0:
+        meta = _encoder_meta(run, state, warm_start)
+        result.metadata_path = save_encoder(parts.backbone, meta, output_dir)
+        result.encoder_path = output_dir / ENCODER_WEIGHTS
+    if distributed.is_distributed():
+        torch.distributed.barrier()
+    return result
+
+
+def _encoder_meta(run: _Run, state: _State, warm_start: str | Path | None) -> dict[str, Any]:
+    """What `encoder.json` records about the run (`save_encoder` adds the module's `out_dim`
+    and `preprocessing` and the weights' SHA-256)."""
+    cfg = run.cfg
+    return {
         "backbone": cfg.backbone,
         "backbone_kwargs": cfg.backbone_kwargs,
-        "out_dim": int(backbone.out_dim),
-        "preprocessing": backbone.preprocessing,
         "method": cfg.method,
         "objective": cfg.objective,
-        "config_hash": run_hash,
-        "data_fingerprint": fingerprint,
+        "config_hash": run.run_hash,
+        "data_fingerprint": run.fingerprint,
         "warm_start": str(warm_start) if warm_start is not None else None,
         "steps": state.step,
-        "total_steps": total_steps,
+        "total_steps": run.total_steps,
         "epochs": state.epoch,
         "metrics": state.history[-1] if state.history else {},
         "history": state.history,
         "config": cfg.to_dict(),
-        "weights_sha256": _file_sha256(weights),
     }
-    write_atomic(meta_path, lambda p: _write_json(p, meta))
-    return weights, meta_path

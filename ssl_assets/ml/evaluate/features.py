@@ -5,9 +5,10 @@ Why one function: evaluation (embeddings, probes, fine-tuning metrics) and servi
 say nothing about deployed predictions. Both start from canonical images (RGB uint8,
 N x R x R x 3, as `ssl_assets.data.canonical.canonicalise` makes them and the catalog stores
 them) and go through `preprocess`, which follows the encoder's recorded `preprocessing` dict:
-scale to [0, 1] (`value_range`), resize to `input_size` if R differs (bilinear, antialiased:
-what the training monitor does), optional grayscale for 1-channel encoders, then
-`(x - mean) / std`.
+scale to [0, 1] (`value_range`), resize to `input_size` if R differs (bilinear, antialiased),
+optional grayscale for 1-channel encoders, then `(x - mean) / std`. The training loop's
+per-epoch monitor embeds its fixed subset with `embed_images` too, so the collapse and kNN
+figures watched during training are computed exactly like the ones reported after it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ calibration and robustness, not only accuracy) and the known limits attached to 
 a fixed order, any other key is rendered after them. Values render generically: a mapping as
 a bullet list (nested one level as sub-bullets, deeper as inline JSON), a list of mappings as
 a table, other lists as bullets. Facts recorded in `model.json` (architecture, classes,
-preprocessing) are filled in when the caller does not give them.
+preprocessing) are filled in when the caller does not give them (from `encoder.json` for a
+bare encoder directory).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ssl_assets.ml.encoder_io import ENCODER_META
+from ssl_assets.ml.evaluate.model_io import MODEL_META
 
 MODEL_CARD = "MODEL_CARD.md"
 
@@ -99,9 +103,9 @@ def _render(value: Any) -> list[str]:
 
 
 def _from_model_json(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "model.json"
+    path = model_dir / MODEL_META
     if not path.is_file():
-        path = model_dir / "encoder.json"
+        path = model_dir / ENCODER_META
     if not path.is_file():
         return {}
     meta = json.loads(path.read_text())

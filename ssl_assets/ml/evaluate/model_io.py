@@ -13,7 +13,6 @@ is written last (temp file + rename), so its presence means the weights beside i
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from ssl_assets.atomic import write_atomic
+from ssl_assets.atomic import file_sha256, write_atomic
 from ssl_assets.data.canonical import CanonicalSpec
 from ssl_assets.ml.backbones import build_backbone
 from ssl_assets.ml.evaluate.lora import LORA_TYPES, merge_lora
@@ -30,14 +29,6 @@ from ssl_assets.ml.evaluate.supervised import Classifier
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
 MODEL_FORMAT = "ssl-assets-classifier/1"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def canonical_to_dict(spec: CanonicalSpec | Mapping[str, Any]) -> dict[str, Any]:
@@ -92,7 +83,7 @@ def save_finetuned(
         "preprocessing": dict(model.preprocessing),
         "metrics": dict(metrics or {}),
         "info": dict(info or {}),
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
     }
     meta_path = out / MODEL_META
     write_atomic(
@@ -121,7 +112,7 @@ def load_finetuned(model_dir: str | Path, verify: bool = True) -> tuple[Classifi
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != MODEL_FORMAT:
         raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}")
-    if verify and _sha256(weights) != meta.get("weights_sha256"):
+    if verify and file_sha256(weights) != meta.get("weights_sha256"):
         raise ValueError(f"{weights}: SHA-256 differs from the one recorded in {meta_path}")
     backbone = build_backbone(meta["backbone"], **meta.get("backbone_kwargs", {}))
     model = Classifier(backbone, int(meta["num_classes"]), meta["preprocessing"], seed=None)

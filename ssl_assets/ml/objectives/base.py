@@ -30,12 +30,44 @@ class ObjectiveOutput(NamedTuple):
 
 
 class Objective(nn.Module):
-    """Base class: `forward(views, backbone, step) -> ObjectiveOutput`.
+    """The interface of every self-supervised objective: views in, `ObjectiveOutput` out.
 
-    `views` is a sequence of image batches (N x C x H x W, already augmented and normalised);
-    `backbone` maps a batch to N x `out_dim` features. `step` is the global optimisation step,
-    used by schedules inside the loss (DINO's teacher-temperature warmup). Objectives with a
-    teacher override `update_teacher`, which the training loop calls after each optimiser step.
+    - Methods: SimCLR https://arxiv.org/abs/2002.05709, MoCo v2 https://arxiv.org/abs/2003.04297,
+      BYOL https://arxiv.org/abs/2006.07733, VICReg https://arxiv.org/abs/2105.04906,
+      DINO https://arxiv.org/abs/2104.14294, MAE https://arxiv.org/abs/2111.06377.
+
+    Why one interface: the training loop and a weighted `Hybrid` drive every method the same
+    way. An objective owns its heads and, for momentum methods, its teachers and buffers (MoCo's
+    queue, DINO's centre), so all of them are in its `state_dict` and checkpointed with it.
+    Objectives with a teacher override `update_teacher(backbone, step, max_steps)`, which the
+    training loop calls after each optimiser step (the default does nothing and returns `{}`).
+
+    Args:
+        views: Image batches, each N x C x H x W, already augmented and normalised; at least
+            `num_views` of them (DINO reads all it is given, global crops first).
+        backbone: The student encoder, mapping a batch to N x D features (D =
+            `backbone.out_dim`). It may be a compiled or caching proxy: call it, do not keep it.
+        step: The global optimisation step, used by schedules inside the loss (DINO's
+            teacher-temperature warm-up).
+
+    Returns:
+        `ObjectiveOutput(loss, logs)`: `loss` is a 0-d tensor to backpropagate, `logs` maps
+        names (always including "loss") to detached 0-d tensors.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> class Alignment(Objective):  # pulls the views together; collapses, as SSL warns
+        ...     def forward(self, views, backbone, step=0):
+        ...         self._check_views(views)
+        ...         z0, z1 = encode_views(backbone, views[:2])
+        ...         loss = (z0 - z1).pow(2).sum(dim=1).mean()
+        ...         return ObjectiveOutput(loss, {"loss": loss.detach()})
+        >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+        >>> views = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)]
+        >>> out = Alignment()(views, backbone)
+        >>> out.loss.shape, list(out.logs)
+        (torch.Size([]), ['loss'])
     """
 
     #: how many views `forward` reads (at least); DINO reads all it is given.

@@ -45,7 +45,44 @@ def byol_loss(p0: Tensor, p1: Tensor, z0_target: Tensor, z1_target: Tensor) -> T
 
 
 class BYOL(Objective):
-    """BYOL with a projector + predictor and a cosine-scheduled momentum target."""
+    """BYOL with a projector + predictor and a cosine-scheduled momentum target.
+
+    - BYOL, Grill et al., 2020, https://arxiv.org/abs/2006.07733
+
+    Learning without negatives: the online network (backbone -> projector -> predictor)
+    regresses the target network's projection of the other view (`byol_loss`, symmetrised
+    normalised MSE); the target is an EMA of the online backbone and projector whose momentum
+    rises from `momentum_base` to `momentum_final` along a cosine. The predictor and the slow
+    target are what prevent collapse.
+
+    Args:
+        backbone: Encoder mapping N x C x H x W images to N x D features, D =
+            `backbone.out_dim`; deep-copied into the target.
+        hidden_dim: Hidden width of projector and predictor (4096 in the paper).
+        out_dim: Projection dimension (256 in the paper).
+        momentum_base: Target momentum at step 0 (0.996).
+        momentum_final: Target momentum at the last step (1.0).
+        head_batch_norm: BatchNorm in projector and predictor.
+
+    Returns:
+        `forward(views, backbone, step)` (views: at least 2 batches N x C x H x W) returns
+        `ObjectiveOutput(loss, logs)`: `loss` a 0-d tensor in [0, 8], `logs` the detached
+        "loss" and "cosine" (mean cosine of prediction and target). `update_teacher` returns
+        `{"momentum": m}`.
+
+    Example:
+        >>> import torch
+        >>> from ssl_assets.ml.backbones import build_backbone
+        >>> backbone = build_backbone("small_cnn", widths=[8, 16], strides=[2, 2], input_size=16)
+        >>> byol = BYOL(backbone, hidden_dim=32, out_dim=16)
+        >>> views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+        >>> out = byol(views, backbone)
+        >>> out.loss.backward()
+        >>> out.loss.shape, sorted(out.logs)
+        (torch.Size([]), ['cosine', 'loss'])
+        >>> round(byol.update_teacher(backbone, step=0, max_steps=10)["momentum"], 6)
+        0.996
+    """
 
     num_views = 2
 

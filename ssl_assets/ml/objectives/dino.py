@@ -103,10 +103,54 @@ class DINOLoss(nn.Module):
 class DINO(Objective):
     """DINO: student = backbone + DINO head on all views, teacher = EMA copy on global views.
 
-    The first `num_global_views` views are the global crops (all views of equal resolution are
-    batched together); the rest are local crops. Call `update_teacher` after each optimiser step,
-    and `self.head.cancel_last_layer_gradients(epoch)` between backward and step if you freeze
-    the last layer for the first epoch (DINO's recipe).
+    - DINO, Caron et al., 2021, https://arxiv.org/abs/2104.14294
+
+    Self-distillation without labels: the student's K-way distribution of each view is trained
+    by cross-entropy to match the momentum teacher's distribution of every *other* global view
+    (`DINOLoss`); centring and sharpening of the teacher's outputs balance each other so that
+    neither the uniform nor a one-hot distribution wins (collapse). The first
+    `num_global_views` views are the global crops (all views of equal resolution are batched
+    together); the rest are local crops. Call `update_teacher` after each optimiser step, and
+    `self.head.cancel_last_layer_gradients(epoch)` between backward and step if you freeze the
+    last layer for the first epoch (DINO's recipe).
+
+    Args:
+        backbone: Encoder mapping N x C x H x W images to N x D features, D =
+            `backbone.out_dim`; deep-copied into the teacher.
+        out_dim: Number K of prototypes (the distributions' size; 65536 in the paper).
+        hidden_dim: DINO head's hidden width.
+        bottleneck_dim: DINO head's L2-normalised bottleneck before the prototypes.
+        head_batch_norm: BatchNorm in the DINO head (off for ViTs).
+        norm_last_layer: Fix the prototypes' weight-norm gains at 1 (more stable).
+        num_global_views: How many leading views are global crops (seen by the teacher).
+        teacher_temp: Teacher temperature after warm-up (sharpening).
+        warmup_teacher_temp: Teacher temperature at step 0.
+        warmup_teacher_temp_steps: Steps of the linear teacher-temperature warm-up.
+        student_temp: Student temperature (0.1).
+        center_momentum: Momentum of the teacher-output centre (0.9).
+        momentum_base: Teacher EMA momentum at step 0 (0.996).
+        momentum_final: Teacher EMA momentum at the last step (1.0).
+
+    Returns:
+        `forward(views, backbone, step)` (views: `num_global_views` global batches
+        N x C x H x W, then any local crops N x C x h x w) returns `ObjectiveOutput(loss,
+        logs)`: `loss` a 0-d tensor, `logs` the detached "loss", "teacher_temp" and
+        "teacher_entropy" (log K: uniform teacher, near 0: one-hot). In training mode it also
+        moves the centre. `update_teacher` returns `{"momentum": m}`.
+
+    Example:
+        >>> import torch
+        >>> from ssl_assets.ml.backbones import build_backbone
+        >>> backbone = build_backbone("small_cnn", widths=[8, 16], strides=[2, 2], input_size=16)
+        >>> dino = DINO(backbone, out_dim=64, hidden_dim=32, bottleneck_dim=16)
+        >>> global_views = [torch.randn(4, 3, 16, 16) for _ in range(2)]
+        >>> local_views = [torch.randn(4, 3, 8, 8) for _ in range(2)]
+        >>> out = dino(global_views + local_views, backbone)
+        >>> out.loss.backward()
+        >>> sorted(out.logs)
+        ['loss', 'teacher_entropy', 'teacher_temp']
+        >>> dino.update_teacher(backbone, step=10, max_steps=10)
+        {'momentum': 1.0}
     """
 
     num_views = 2

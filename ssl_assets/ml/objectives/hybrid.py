@@ -21,9 +21,45 @@ from ssl_assets.ml.objectives.base import Objective, ObjectiveOutput, ViewCache
 class Hybrid(Objective):
     """`loss = sum_i weight_i * component_i.loss`.
 
-    `components` is a sequence of mappings, each with `name` (a registered objective), optional
-    `weight` (default 1.0), optional `key` (log prefix / module name, default `name`; needed to
-    use one objective twice) and the rest of that objective's configuration.
+    - e.g. iBOT's "global + masked" recipe, Zhou et al., 2022, https://arxiv.org/abs/2111.07832
+
+    Combinations such as SimCLR + VICReg are a weighted sum of existing objectives, so this
+    class adds no loss code: each component is built with `build_objective` from its own
+    config and gets the same views and backbone; within one forward the backbone's features
+    of a view are computed once and shared (`ViewCache`). `components` is a sequence of
+    mappings, each with `name` (a registered objective), optional `weight` (default 1.0),
+    optional `key` (log prefix / module name, default `name`; needed to use one objective
+    twice) and the rest of that objective's configuration.
+
+    Args:
+        backbone: Encoder mapping N x C x H x W images to N x D features, D =
+            `backbone.out_dim`; handed to every component.
+        components: The components' configs, as above (no nested hybrids).
+
+    Returns:
+        `forward(views, backbone, step)` (views: batches N x C x H x W, as many as the most
+        demanding component needs) returns `ObjectiveOutput(loss, logs)`: `loss` the weighted
+        0-d sum, `logs` the total "loss" plus every component's logs as "<key>/<name>".
+        `update_teacher` updates every component's teacher, logs prefixed the same way.
+
+    Example:
+        >>> import torch
+        >>> from ssl_assets.ml.backbones import build_backbone
+        >>> backbone = build_backbone("small_cnn", widths=[8, 16], strides=[2, 2], input_size=16)
+        >>> hybrid = Hybrid(
+        ...     backbone,
+        ...     components=[
+        ...         {"name": "simclr", "hidden_dim": 32, "out_dim": 16},
+        ...         {"name": "vicreg", "weight": 0.1, "hidden_dim": 32, "out_dim": 32},
+        ...     ],
+        ... )
+        >>> views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+        >>> out = hybrid(views, backbone)
+        >>> out.loss.backward()
+        >>> hybrid.weights
+        {'simclr': 1.0, 'vicreg': 0.1}
+        >>> [k for k in sorted(out.logs) if not k.startswith("vicreg/")]
+        ['loss', 'simclr/contrastive_acc', 'simclr/loss']
     """
 
     def __init__(self, backbone: nn.Module, components: Sequence[Mapping[str, Any]]) -> None:

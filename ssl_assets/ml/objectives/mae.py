@@ -132,7 +132,42 @@ class MAEDecoder(nn.Module):
 class MAE(Objective):
     """MAE on view 0 with a ViT backbone exposing `forward_encoder(x, idx_keep)`.
 
+    - MAE, He et al., 2022, https://arxiv.org/abs/2111.06377
+
+    Reconstruct what you cannot see: a random `mask_ratio` of the patches is dropped, the
+    encoder sees only the visible ones (cheap), and a small decoder (`MAEDecoder`) predicts the
+    pixels of the removed patches from the encoded visible tokens and a shared mask token;
+    the loss (`mae_loss`) is the MSE on the masked patches only. Only the encoder is kept.
     Set `self.generator` to a `torch.Generator` (CPU) for reproducible masks.
+
+    Args:
+        backbone: A ViT (`build_backbone("vit")`) with `forward_encoder`, `patch_size`,
+            `grid_size`, `embed_dim` and `in_channels`; images N x C x H x W with H and W
+            multiples of `patch_size`.
+        mask_ratio: Fraction of the L patches removed (0.75).
+        norm_pix_loss: Normalise each target patch by its own mean and variance (the paper's
+            better-representation variant).
+        decoder_dim: Decoder width.
+        decoder_depth: Decoder transformer blocks.
+        decoder_heads: Decoder attention heads.
+
+    Returns:
+        `forward(views, backbone, step)` (views: at least 1 batch N x C x H x W; view 0 is
+        used) returns `ObjectiveOutput(loss, logs)`: `loss` a 0-d tensor, `logs` the detached
+        "loss" and "mask_ratio" (the fraction actually masked).
+
+    Example:
+        >>> import torch
+        >>> from ssl_assets.ml.backbones import build_backbone
+        >>> vit = build_backbone(
+        ...     "vit", image_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2
+        ... )
+        >>> mae = MAE(vit, mask_ratio=0.75, decoder_dim=16, decoder_depth=1, decoder_heads=2)
+        >>> mae.generator = torch.Generator().manual_seed(0)
+        >>> out = mae([torch.randn(4, 3, 16, 16)], vit)  # 16 patches, 12 masked per image
+        >>> out.loss.backward()
+        >>> float(out.logs["mask_ratio"])
+        0.75
     """
 
     num_views = 1

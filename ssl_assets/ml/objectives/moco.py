@@ -118,11 +118,51 @@ def update_key_encoder(query: nn.Module, key: nn.Module, momentum: float = 0.999
 class MoCo(Objective):
     """MoCo v2: query = head(backbone(view0)), key = key_head(key_backbone(view1)).
 
+    - MoCo, He et al., 2020, https://arxiv.org/abs/1911.05722
+    - MoCo v2, Chen et al., 2020, https://arxiv.org/abs/2003.04297
+
+    Contrastive learning with many more negatives than a batch holds: the keys of past batches
+    wait in a FIFO queue, produced by a slowly moving key encoder (an EMA of the query encoder)
+    so that they stay consistent; InfoNCE scores each query's key against the queue.
     `symmetric=True` also scores view1 against view0's key and enqueues both key batches (as in
     MoCo v3 / solo-learn); the paper's v2 loss is the asymmetric one (default). The key encoder
     is a deep copy of the backbone and head made here, so build the objective before wrapping the
     backbone in DDP. Momentum is constant (`momentum_final=None`, the paper) or cosine-increasing.
     Default queue of 4096 keys suits small data sets (the paper uses 65536 on ImageNet).
+
+    Args:
+        backbone: Encoder mapping N x C x H x W images to N x D features, D =
+            `backbone.out_dim`; deep-copied into the key encoder.
+        temperature: InfoNCE temperature (0.2 in v2).
+        queue_size: Number K of queued negative keys, each `out_dim`-dimensional.
+        momentum: EMA momentum m of the key encoder (start value when `momentum_final` is set).
+        momentum_final: If set, m rises to it along BYOL's cosine schedule.
+        hidden_dim: Projection head's hidden width (default D).
+        out_dim: Key / query dimension.
+        num_layers: Linear layers in the projection head.
+        head_batch_norm: BatchNorm in the projection head (off in v2).
+        symmetric: Also score view1's query against view0's key.
+        gather_distributed: Under DDP, enqueue the keys of all ranks (one queue everywhere).
+
+    Returns:
+        `forward(views, backbone, step)` (views: at least 2 batches N x C x H x W) returns
+        `ObjectiveOutput(loss, logs)`: `loss` a 0-d tensor, `logs` the detached "loss" and
+        "contrastive_acc" (top-1 accuracy of the key among the K + 1 candidates). In training
+        mode with gradients on, it also enqueues this batch's keys. `update_teacher` returns
+        `{"momentum": m}`.
+
+    Example:
+        >>> import torch
+        >>> from ssl_assets.ml.backbones import build_backbone
+        >>> backbone = build_backbone("small_cnn", widths=[8, 16], strides=[2, 2], input_size=16)
+        >>> moco = MoCo(backbone, queue_size=16, hidden_dim=32, out_dim=16)
+        >>> views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+        >>> out = moco(views, backbone)
+        >>> out.loss.backward()
+        >>> sorted(out.logs), int(moco.queue.ptr)  # 4 keys enqueued
+        (['contrastive_acc', 'loss'], 4)
+        >>> moco.update_teacher(backbone, step=1, max_steps=10)
+        {'momentum': 0.999}
     """
 
     num_views = 2

@@ -82,7 +82,39 @@ class NTXentLoss(nn.Module):
 class SimCLR(Objective):
     """SimCLR: backbone -> projection head -> NT-Xent between views 0 and 1.
 
-    Default temperature 0.5 (the paper's CIFAR-10 value; 0.1 for large ImageNet batches).
+    - SimCLR, Chen et al., 2020, https://arxiv.org/abs/2002.05709
+
+    The two augmented views of an image are positives, the other 2(N-1) views of the batch are
+    negatives; the NT-Xent loss (`nt_xent_loss`) classifies each view's positive among all
+    other views by cosine similarity / temperature. Contrastive quality grows with the number
+    of negatives, hence `gather_distributed`. Default temperature 0.5 (the paper's CIFAR-10
+    value; 0.1 for large ImageNet batches).
+
+    Args:
+        backbone: Encoder mapping N x C x H x W images to N x D features, D =
+            `backbone.out_dim` (sizes the projection head).
+        temperature: NT-Xent temperature tau.
+        hidden_dim: Projection head's hidden width (default D).
+        out_dim: Projection dimension, where the loss compares views.
+        num_layers: Linear layers in the projection head (2 in SimCLR v1, 3 in v2).
+        head_batch_norm: BatchNorm after every projection layer.
+        gather_distributed: Under DDP, score against the negatives of all ranks.
+
+    Returns:
+        `forward(views, backbone, step)` (views: at least 2 batches N x C x H x W; 0 and 1 are
+        used) returns `ObjectiveOutput(loss, logs)`: `loss` a 0-d tensor, `logs` the detached
+        "loss" and "contrastive_acc" (top-1 accuracy of the positive among the 2N - 1 others).
+
+    Example:
+        >>> import torch
+        >>> from ssl_assets.ml.backbones import build_backbone
+        >>> backbone = build_backbone("small_cnn", widths=[8, 16], strides=[2, 2], input_size=16)
+        >>> simclr = SimCLR(backbone, temperature=0.5, hidden_dim=32, out_dim=16)
+        >>> views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]  # 2 views, 4 images
+        >>> out = simclr(views, backbone)
+        >>> out.loss.backward()
+        >>> out.loss.shape, sorted(out.logs)
+        (torch.Size([]), ['contrastive_acc', 'loss'])
     """
 
     num_views = 2

@@ -102,7 +102,44 @@ class VICRegLoss(nn.Module):
 
 
 class VICReg(Objective):
-    """VICReg: backbone -> expander -> VICReg loss between views 0 and 1."""
+    """VICReg: backbone -> expander -> VICReg loss between views 0 and 1.
+
+    - VICReg, Bardes, Ponce & LeCun, 2022, https://arxiv.org/abs/2105.04906
+
+    No negatives and no teacher: collapse is prevented by explicit regularisers on the
+    expander's outputs, `lambda * invariance + mu * variance + nu * covariance` (`vicreg_loss`):
+    the two views' embeddings agree, every dimension keeps a standard deviation of at least 1,
+    and dimensions are decorrelated.
+
+    Args:
+        backbone: Encoder mapping N x C x H x W images to N x D features, D =
+            `backbone.out_dim`.
+        lambda_param: Weight of the invariance term (25).
+        mu_param: Weight of the variance term (25).
+        nu_param: Weight of the covariance term (1).
+        hidden_dim: Expander hidden width (8192 in the paper).
+        out_dim: Expander output dimension (8192 in the paper).
+        num_layers: Linear layers in the expander.
+        head_batch_norm: BatchNorm in the expander.
+        eps: Added to the variance before the square root.
+        gather_distributed: Under DDP, variance and covariance over the global batch.
+
+    Returns:
+        `forward(views, backbone, step)` (views: at least 2 batches N x C x H x W, N > 1)
+        returns `ObjectiveOutput(loss, logs)`: `loss` a 0-d tensor, `logs` the detached "loss"
+        and the unweighted "invariance", "variance" and "covariance" terms.
+
+    Example:
+        >>> import torch
+        >>> from ssl_assets.ml.backbones import build_backbone
+        >>> backbone = build_backbone("small_cnn", widths=[8, 16], strides=[2, 2], input_size=16)
+        >>> vicreg = VICReg(backbone, hidden_dim=32, out_dim=32)
+        >>> views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+        >>> out = vicreg(views, backbone)
+        >>> out.loss.backward()
+        >>> sorted(out.logs)
+        ['covariance', 'invariance', 'loss', 'variance']
+    """
 
     num_views = 2
 
