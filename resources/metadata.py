@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,30 @@ def _migrations() -> list[tuple[int, Path]]:
     return found
 
 
+def _rollback(con: duckdb.DuckDBPyConnection, error: BaseException) -> None:
+    """Roll back after `error`; a failing ROLLBACK is noted on `error`, never raised instead of
+    it (the user must see what aborted the transaction, not "Current transaction is aborted")."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error as exc:
+        error.add_note(f"(the ROLLBACK after this error failed too: {exc})")
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, df: pd.DataFrame) -> Iterator[None]:
+    """`df` visible as view `name` on `con` for the block. After a failed statement DuckDB
+    refuses every other one in the aborted transaction, unregistering included: that refusal is
+    suppressed so the statement's own error propagates (the connection is closed right after)."""
+    con.register(name, df)
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.unregister(name)
+        raise
+    con.unregister(name)
+
+
 def _check_table(table: str) -> str:
     if table not in TABLES:
         raise ValueError(f"unknown metadata table {table!r}; known: {sorted(TABLES)}")
@@ -138,8 +162,8 @@ class MetadataStore(ConfigurableResource):
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as exc:
+                _rollback(con, exc)
                 raise
             con.execute("COMMIT")
 
@@ -166,8 +190,8 @@ class MetadataStore(ConfigurableResource):
                         [version, sql_path.name, utcnow()],
                     )
                     con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
+                except BaseException as exc:
+                    _rollback(con, exc)
                     raise
             _MIGRATED.add(key)
 
@@ -211,11 +235,8 @@ class MetadataStore(ConfigurableResource):
         _check_table(table)
         if df.empty:
             return
-        con.register("_incoming", df)
-        try:
+        with registered(con, "_incoming", df):
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")  # noqa: S608
-        finally:
-            con.unregister("_incoming")
 
     # -- the records every stage writes ----------------------------------------------------------
 
@@ -342,12 +363,10 @@ class MetadataStore(ConfigurableResource):
             if not labels.empty:
                 # Labels are append-only: re-ingesting a batch adds only labels not seen before
                 # from this batch, so "latest wins" keeps its meaning.
-                con.register("_new_labels", labels.assign(batch=batch, **stamp, recorded_at=now))
-                try:
+                new = labels.assign(batch=batch, **stamp, recorded_at=now)
+                with registered(con, "_new_labels", new):
                     con.execute(
                         "INSERT INTO labels BY NAME SELECT n.* FROM _new_labels n "
                         "WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.image_id = n.image_id "
                         "AND l.label = n.label AND l.batch = n.batch)"
                     )
-                finally:
-                    con.unregister("_new_labels")

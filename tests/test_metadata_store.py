@@ -91,3 +91,21 @@ def test_a_reader_holding_a_read_only_connection_does_not_fail_a_run(lake, store
     assert result.success
     assert waited > 1.0  # it really had to wait for the reader's lock
     assert len(store.query("SELECT * FROM images WHERE batch = 'while-reading'")) == 3
+
+
+def test_the_error_that_aborted_a_transaction_is_the_one_raised(store):
+    """A failed statement aborts the transaction and DuckDB then refuses every other statement;
+    the user must see the first error (here a NOT NULL violation), not "transaction is
+    aborted" from the cleanup."""
+    bad = pd.DataFrame([{"image_id": "x", "group_id": None, "split": None, "cross_split": False}])
+    with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+        store.append("splits", bad)
+    assert store.query("SELECT * FROM splits").empty
+
+
+def test_a_failing_rollback_does_not_hide_the_original_error(store):
+    with pytest.raises(RuntimeError, match="the real problem") as caught:
+        with store.transaction() as con:
+            con.execute("COMMIT")  # the ROLLBACK that follows the error below fails
+            raise RuntimeError("the real problem")
+    assert any("ROLLBACK" in note for note in caught.value.__notes__)

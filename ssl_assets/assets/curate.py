@@ -28,7 +28,7 @@ from quality import thresholds
 from quality.gates import metric_gate, suite_gate
 from quality.suites import curated_images_suite
 from resources.lake import LakeResource
-from resources.metadata import MetadataStore, utcnow
+from resources.metadata import MetadataStore, registered, utcnow
 from ssl_assets.assets.ingest import raw_images, staged_catalog_path
 from ssl_assets.curation.contact_sheet import grid_png, markdown_image
 from ssl_assets.curation.decisions import allowed_reasons, decide
@@ -626,16 +626,13 @@ def import_overrides_csv(lake: LakeResource, metadata: MetadataStore) -> int:
         raise Failure(f"overrides.csv has unknown actions {bad}; use include, exclude or unmerge")
     rows = rows.reindex(columns=["image_id", "action", "who", "why"]).fillna("")
     with metadata.transaction() as con:
-        con.register("_overrides", rows)
-        try:
+        with registered(con, "_overrides", rows):
             added = con.execute(
                 "INSERT INTO overrides SELECT o.image_id, o.action, o.who, o.why, now()::TIMESTAMP "
                 "FROM _overrides o WHERE NOT EXISTS (SELECT 1 FROM overrides x WHERE "
                 "x.image_id = o.image_id AND x.action = o.action AND x.who IS NOT DISTINCT FROM o.who "
                 "AND x.why IS NOT DISTINCT FROM o.why)"
             ).fetchone()
-        finally:
-            con.unregister("_overrides")
     return int(added[0]) if added else 0
 
 
