@@ -703,7 +703,6 @@ def curated_images(
             "WHERE NOT cross_split GROUP BY group_id"
         ).itertuples(index=False)
     )
-    pending["pin"] = pending["pin"].where(pending["pin"].notna(), None)
     pending["linked_groups"] = pending["linked_groups"].apply(
         lambda v: list(v) if v is not None else []
     )
