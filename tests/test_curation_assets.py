@@ -143,6 +143,32 @@ def test_a_staged_catalog_is_only_used_for_the_rows_it_was_decoded_from(tmp_path
     assert taken.index.equals(catalog.index) and not staged.exists()
 
 
+def test_a_catalog_rebuild_never_opens_a_file_swapped_for_a_fifo_or_a_bigger_file(tmp_path):
+    """Another catalog version decodes the landed files again: a file replaced by a FIFO after
+    ingestion must not hang it, a grown one must not be read whole."""
+    import hashlib
+    import os
+
+    from ssl_assets.data.canonical import CanonicalSpec
+    from ssl_assets.data.catalog import build_batch_catalog
+
+    batch_dir = tmp_path / "b"
+    rows = []
+    for name in ("keep.png", "fifo.png", "grown.png"):
+        _save(smooth_image(len(rows) + 1), batch_dir / name)
+        data = (batch_dir / name).read_bytes()
+        rows.append((name, name, hashlib.sha256(data).hexdigest(), len(data)))
+    ok_rows = pd.DataFrame(rows, columns=["image_id", "rel_path", "content_hash", "bytes"])
+    (batch_dir / "fifo.png").unlink()
+    os.mkfifo(batch_dir / "fifo.png")
+    with (batch_dir / "grown.png").open("ab") as fh:
+        fh.write(b"\0" * 1000)
+    catalog = build_batch_catalog(batch_dir, ok_rows, CanonicalSpec(16, "pad"))
+    assert catalog.index["image_id"].tolist() == ["keep.png"]
+    failures = dict(zip(catalog.failures["image_id"], catalog.failures["reason"], strict=True))
+    assert failures == {"fifo.png": "not_a_regular_file", "grown.png": "changed_since_ingest"}
+
+
 def test_tiers_catch_copies_and_keep_distinct_images(lake, store, instance):
     base = {s: smooth_image(s) for s in range(1, 9)}
     copies = {

@@ -130,6 +130,107 @@ def test_bad_input_is_quarantined_with_reasons_and_raw_files_untouched(
     assert evaluations == {"raw_manifest_suite": True, "raw_has_usable_images": True}
 
 
+def test_fifo_socket_and_oversized_files_are_quarantined_within_a_second_without_reading(
+    lake, store, instance
+):
+    """A FIFO named like an image used to block ingestion forever (open() waits for a writer),
+    and a huge file was read whole into memory: both are judged from their metadata alone."""
+    import socket
+    import threading
+    import time
+
+    from ssl_assets.data.manifest import scan_batch
+    from ssl_assets.profiles import get_profile
+
+    batch = "hostile"
+    batch_dir = make_batch(lake, batch, n=6)
+    fifo = batch_dir / "x.png"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(batch_dir / "s.jpg"))
+    cap = get_profile().max_file_bytes
+    with (batch_dir / "huge.png").open("wb") as fh:  # sparse: no disk, no memory
+        fh.truncate(cap + 1)
+    with (batch_dir / "huge.txt").open("wb") as fh:
+        fh.truncate(cap + 1)
+    before = tree_snapshot(lake.landing_dir)
+
+    scanned: list = []
+    worker = threading.Thread(
+        target=lambda: scanned.append(scan_batch(batch_dir, batch, 10**6)), daemon=True
+    )
+    started = time.monotonic()
+    worker.start()
+    try:
+        worker.join(timeout=10)
+        elapsed = time.monotonic() - started
+        assert not worker.is_alive(), "ingestion hangs on a FIFO"
+    finally:
+        try:  # release a reader stuck in open() (only if the check above failed)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        sock.close()
+    assert elapsed < 1.0
+    reasons = dict(zip(scanned[0]["rel_path"], scanned[0]["reason"], strict=True))
+    assert reasons["x.png"] == "not_a_regular_file"
+    assert reasons["s.jpg"] == "not_a_regular_file"
+    assert reasons["huge.png"] == "file_too_large"
+    assert reasons["huge.txt"] == "unsupported_extension"  # never read either
+
+    add_partitions(instance, batch)
+    result = materialize(
+        [raw_images],
+        partition_key=batch,
+        instance=instance,
+        resources={"lake": lake, "metadata": store},
+        run_config={"ops": {"raw_images": {"config": {"max_quarantine_fraction": 0.5}}}},
+    )
+    assert result.success  # known reasons: the GX suite passes, the batch is admitted
+    stored = store.query(
+        "SELECT rel_path, status, reason, detail, bytes FROM images WHERE batch = ?", [batch]
+    ).set_index("rel_path")
+    assert stored.loc["x.png", "reason"] == "not_a_regular_file"
+    assert "FIFO" in stored.loc["x.png", "detail"]
+    assert "socket" in stored.loc["s.jpg", "detail"]
+    assert stored.loc["huge.png", "reason"] == "file_too_large"
+    assert stored.loc["huge.png", "bytes"] == cap + 1
+    assert (stored["status"] == "ok").sum() == 6
+    assert store.admitted_batches() == [batch]
+    assert tree_snapshot(lake.landing_dir) == before
+
+
+def test_the_file_size_cap_is_run_config(lake, store, instance):
+    batch = "capped"
+    batch_dir = make_batch(lake, batch, n=3)
+    big = write_image(batch_dir / "big.png", size=(256, 256), seed=9)
+    add_partitions(instance, batch)
+    result = materialize(
+        [raw_images],
+        partition_key=batch,
+        instance=instance,
+        resources={"lake": lake, "metadata": store},
+        run_config={
+            "ops": {
+                "raw_images": {
+                    "config": {
+                        "max_file_bytes": big.stat().st_size - 1,
+                        "max_quarantine_fraction": 0.5,
+                    }
+                }
+            }
+        },
+    )
+    assert result.success
+    stored = store.query(
+        "SELECT rel_path, coalesce(reason, status) AS r FROM images WHERE batch = ?", [batch]
+    )
+    assert dict(stored.itertuples(index=False)) == {
+        "big.png": "file_too_large",
+        **{f"images/img_{i:03d}.png": "ok" for i in range(3)},
+    }
+
+
 def test_quarantine_rate_above_threshold_fails_gate_and_batch_is_not_admitted(
     lake, store, instance, tmp_path
 ):

@@ -165,7 +165,7 @@ def image_catalog(
         )
     spec = CanonicalSpec(resolution=config.resolution, aspect=config.aspect)  # type: ignore[arg-type]
     ok_rows = metadata.query(
-        "SELECT image_id, rel_path, content_hash FROM images "
+        "SELECT image_id, rel_path, content_hash, bytes FROM images "
         "WHERE batch = ? AND status = 'ok' ORDER BY rel_path",
         [batch],
     )

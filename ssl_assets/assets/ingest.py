@@ -57,6 +57,10 @@ class RawImagesConfig(Config):
         default=get_profile().max_pixels,
         description="Images with more pixels are quarantined as too_many_pixels.",
     )
+    max_file_bytes: int = Field(
+        default=get_profile().max_file_bytes,
+        description="Larger files are quarantined as file_too_large without being read.",
+    )
     max_quarantine_fraction: float = Field(
         default=thresholds.RAW_MAX_QUARANTINE_FRACTION,
         description="Blocking gate: a batch with a larger quarantined share is not admitted.",
@@ -125,7 +129,9 @@ def raw_images(
         if config.stage_catalog_version
         else None
     )
-    manifest, decoded = scan_and_decode(batch_dir, batch, config.max_pixels, spec)
+    manifest, decoded = scan_and_decode(
+        batch_dir, batch, config.max_pixels, spec, max_file_bytes=config.max_file_bytes
+    )
     ids = manifest["image_id"].tolist()
     labels, label_rejects = read_labels(
         batch_dir, batch, ids, lambda wanted: metadata.known_image_ids(wanted, exclude_batch=batch)
