@@ -316,6 +316,90 @@ def test_labels_and_attributes_land_in_their_tables(lake, store, instance):
     }
 
 
+def test_a_too_wide_or_ambiguous_sidecar_is_rejected_with_a_reason(lake, store, instance):
+    """A metadata.csv with 10,000 columns made bias_audit take minutes; a duplicated header
+    silently kept its last column. Both are refused as a whole, with a reason."""
+    resources = {"lake": lake, "metadata": store}
+    wide = make_batch(lake, "wide", n=2)
+    names = [f"a{k}" for k in range(10_000)]
+    (wide / "metadata.csv").write_text(
+        "path," + ",".join(names) + "\n" + "images/img_000.png," + ",".join("x" * 10_000) + "\n"
+    )
+    (wide / "labels.csv").write_text("path,label,label\nimages/img_000.png,cat,dog\n")
+    add_partitions(instance, "wide")
+    assert materialize([raw_images], partition_key="wide", instance=instance, resources=resources)
+    rejects = store.query(
+        "SELECT source, line, reason, detail FROM ingest_rejects WHERE batch = 'wide' "
+        "ORDER BY source"
+    )
+    assert rejects[["source", "line", "reason"]].values.tolist() == [
+        ["labels.csv", 1, "duplicate_header"],
+        ["metadata.csv", 1, "too_many_columns"],
+    ]
+    assert "label" in rejects["detail"].iloc[0] and "10001 columns" in rejects["detail"].iloc[1]
+    assert store.query("SELECT * FROM attributes WHERE batch = 'wide'").empty
+    assert store.query("SELECT * FROM labels WHERE batch = 'wide'").empty
+
+
+def test_sidecars_are_untrusted_input(lake, tmp_path):
+    """Links, FIFOs, ragged rows, huge cells and floods of bad rows each become a reject."""
+    import threading
+
+    from ssl_assets.data import sidecars
+    from ssl_assets.data.sidecars import read_attributes, read_labels
+
+    batch_dir = make_batch(lake, "odd", n=2)
+    ids = [image_id_for("odd", f"images/img_{i:03d}.png") for i in range(2)]
+    secret = tmp_path / "secret.csv"
+    secret.write_text("label,path\ntop-secret,images/img_000.png\n")
+    (batch_dir / "labels.csv").symlink_to(secret)
+    os.mkfifo(batch_dir / "metadata.csv")
+    got: list = []
+    worker = threading.Thread(
+        target=lambda: got.extend(
+            [
+                read_labels(batch_dir, "odd", ids, lambda _: set()),
+                read_attributes(batch_dir, "odd", ids),
+            ]
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # release the reader stuck on the FIFO before failing
+        os.close(os.open(batch_dir / "metadata.csv", os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO named metadata.csv hangs")
+    (labels, label_rejects), (attrs, attr_rejects) = got
+    assert labels.empty and attrs.empty
+    assert label_rejects["reason"].tolist() == ["not_a_regular_file"]
+    assert "top-secret" not in label_rejects["detail"].iloc[0]  # the link was not followed
+    assert attr_rejects["reason"].tolist() == ["not_a_regular_file"]
+    assert "FIFO" in attr_rejects["detail"].iloc[0]
+
+    (batch_dir / "labels.csv").unlink()
+    (batch_dir / "metadata.csv").unlink()
+    long_cell = "y" * (sidecars.MAX_CELL_CHARS + 1)
+    (batch_dir / "metadata.csv").write_text(
+        "path,camera\n"
+        "images/img_000.png,phone,extra\n"  # a third cell under two columns
+        f"images/img_001.png,{long_cell}\n"
+        + "nowhere.png,x\n"
+        * (sidecars.MAX_REJECTS_PER_FILE + 5)
+    )
+    attrs, rejects = read_attributes(batch_dir, "odd", ids)
+    assert attrs.empty
+    reasons = rejects["reason"].value_counts().to_dict()
+    assert reasons == {
+        "extra_cells": 1,
+        "cell_too_long": 1,
+        "unknown_path": sidecars.MAX_REJECTS_PER_FILE - 2,
+        "too_many_rejects": 1,
+    }
+    assert rejects["detail"].str.len().max() <= sidecars.MAX_DETAIL_CHARS
+    summary = rejects[rejects["reason"] == "too_many_rejects"]["detail"].iloc[0]
+    assert summary.startswith("7 more rows rejected")
+
+
 def test_reingesting_a_batch_replaces_its_rows(lake, store, instance):
     make_batch(lake, "again", n=3)
     add_partitions(instance, "again")
