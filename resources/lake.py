@@ -99,15 +99,48 @@ class LakeResource(ConfigurableResource):
 
     def ready_batches(self) -> list[str]:
         """Batch folders that carry the `_READY` marker, in name order (= arrival order)."""
+        return self._scan_landing()[0]
+
+    def unusable_batches(self) -> list[tuple[str, str]]:
+        """(folder name, why) of folders with a `_READY` marker that cannot become a batch: a
+        name that is not allowed, or a link. They are never ingested, so say so instead of
+        dropping them silently. Show names with `!r`: they may hold any bytes."""
+        return self._scan_landing()[1]
+
+    def _scan_landing(self) -> tuple[list[str], list[tuple[str, str]]]:
         if not self.landing_dir.is_dir():
-            return []
-        names = []
+            return [], []
+        ready, unusable = [], []
         for entry in sorted(self.landing_dir.iterdir()):
-            if entry.is_dir() and not entry.is_symlink() and (entry / READY_MARKER).is_file():
-                if _BATCH_NAME.match(entry.name):
-                    names.append(entry.name)
-        return names
+            if not entry.is_dir() or not (entry / READY_MARKER).is_file():
+                continue  # a file, or a folder still being copied
+            if entry.is_symlink():
+                unusable.append(
+                    (entry.name, "is a link; batches are read from real folders, never via links")
+                )
+            elif not _BATCH_NAME.match(entry.name) or entry.name in {".", ".."}:
+                unusable.append(
+                    (
+                        entry.name,
+                        "name not allowed: use letters, digits, '.', '_' or '-' (at most 128 "
+                        "characters, starting with a letter or digit); rename the folder",
+                    )
+                )
+            else:
+                ready.append(entry.name)
+        return ready, unusable
 
     def ensure(self) -> None:
         """Create the lake's top-level folders (never touches what is inside them)."""
         self.landing_dir.mkdir(parents=True, exist_ok=True)
+
+
+def unusable_batches_text(lake: LakeResource) -> str:
+    """One line naming the ready folders in landing/ that cannot become batches, and why ("" if
+    none): they are never ingested, and a person must rename (or copy) them."""
+    found = lake.unusable_batches()
+    if not found:
+        return ""
+    return f"{len(found)} ready folder(s) in landing/ will not be ingested: " + "; ".join(
+        f"{name!r} {why}" for name, why in found
+    )

@@ -44,12 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_pipeline(args.lake, args.profile)
     if args.command == "summary":
-        from resources.lake import LakeResource
+        from resources.lake import LakeResource, unusable_batches_text
         from resources.metadata import MetadataStore
         from ssl_assets.pipeline import batch_summary
 
         lake = LakeResource(root=args.lake) if args.lake else LakeResource.from_env()
         print(batch_summary(MetadataStore(path=str(lake.metadata_path))))
+        unusable = unusable_batches_text(lake)
+        if unusable:
+            print(unusable)
         return 0
     if args.command == "champion":
         return _champion(args.lake, args.action, args.model_id, args.why)

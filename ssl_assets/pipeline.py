@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance
 
-from resources.lake import LakeResource
+from resources.lake import LakeResource, unusable_batches_text
 from resources.metadata import MetadataStore
 from ssl_assets.data.default_dataset import write_default_dataset
 from ssl_assets.partitions import batch_partitions
@@ -261,6 +261,9 @@ def run_pipeline(lake_root: str | None = None, profile_name: str | None = None) 
     runs = ingest_ready_batches(lake, store, instance)
     for r in runs:
         print(f"ingest_batch[{r.batch}] run {r.run_id[:8]}: {'success' if r.success else 'FAILED'}")
+    unusable = unusable_batches_text(lake)
+    if unusable:
+        print(unusable)
     curation = curate(lake, store, instance)
     runs.append(curation)
     print(

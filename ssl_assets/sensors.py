@@ -20,7 +20,7 @@ from dagster import (
     sensor,
 )
 
-from resources.lake import LakeResource
+from resources.lake import LakeResource, unusable_batches_text
 from resources.metadata import MetadataStore
 from ssl_assets.jobs import curate_job, ingest_job, retrain_job
 from ssl_assets.partitions import batch_partitions
@@ -40,8 +40,15 @@ def landing_sensor(context: SensorEvaluationContext, lake: LakeResource) -> Sens
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
     new = [b for b in lake.ready_batches() if b not in seen and b not in known]
+    unusable = unusable_batches_text(lake)
+    if unusable:
+        context.log.warning(unusable)
     if not new:
-        return SensorResult(skip_reason=SkipReason("no new ready batch in landing/"))
+        return SensorResult(
+            skip_reason=SkipReason(
+                "no new ready batch in landing/" + (f"; {unusable}" if unusable else "")
+            )
+        )
     context.log.info(f"new ready batches: {new}")
     return SensorResult(
         run_requests=[RunRequest(run_key=f"ingest:{b}", partition_key=b) for b in new],

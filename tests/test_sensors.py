@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dagster import build_sensor_context, materialize
 
 from resources.lake import READY_MARKER
@@ -111,3 +113,41 @@ def test_retrain_sensor_follows_the_policy_and_asks_once_per_snapshot(lake, stor
     )
     after = tick()
     assert not after.run_requests and "0 new train images" in str(after.skip_reason)
+
+
+def test_ready_folders_that_cannot_be_batches_are_reported_not_dropped(
+    lake, store, instance, tmp_path, capsys
+):
+    from ssl_assets.cli import main as cli
+
+    make_batch(lake, "fine-1", n=1)
+    for name in ("my batch", ".hidden", "-dash", "x" * 129):
+        make_batch(lake, name, n=1)
+    undecodable = lake.landing_dir / os.fsdecode(b"caf\xffe")  # not UTF-8
+    undecodable.mkdir()
+    (undecodable / READY_MARKER).write_text("")
+    elsewhere = make_batch(lake, "fine-2", n=1).rename(tmp_path / "elsewhere")
+    (lake.landing_dir / "linked").symlink_to(elsewhere)
+    make_batch(lake, "bad name but not ready", n=1, ready=False)  # still being copied: quiet
+
+    import logging
+
+    context = build_sensor_context(instance=instance, resources={"lake": lake})
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    context.log.addHandler(handler)
+    result = landing_sensor(context)
+    assert [r.partition_key for r in result.run_requests] == ["fine-1"]
+    logged = "\n".join(r.getMessage() for r in records if r.levelno >= logging.WARNING)
+    assert "6 ready folder(s) in landing/ will not be ingested" in logged
+    for shown in ("'my batch'", "'.hidden'", "'-dash'", "'caf\\udcffe'", "'linked' is a link"):
+        assert shown in logged
+    assert "not ready" not in logged
+    # with nothing new to ingest, the tick's skip reason (shown in the UI) says it too
+    again, _ = _tick(instance, lake, cursor=result.cursor)
+    assert "'my batch' name not allowed" in str(again.skip_reason)
+
+    # and a person sees them in the summary
+    assert cli(["--lake", lake.root, "summary"]) == 0
+    assert "'my batch' name not allowed" in capsys.readouterr().out
