@@ -115,6 +115,18 @@ def _check_table(table: str) -> str:
     return table
 
 
+# A connection for queries a person types (`ssl-assets sql`): it reads the database and nothing
+# else. `enable_external_access=false` refuses every other file (COPY ... TO, read_csv,
+# read_text, glob, ATTACH, EXPORT, installing extensions); `lock_configuration=true` refuses
+# any SET that would undo it. https://duckdb.org/docs/stable/operations_manual/securing_duckdb/overview
+SANDBOXED_READER_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
 class MetadataStore(ConfigurableResource):
     """DuckDB-backed metadata: manifests, labels, metrics, gate results, the model registry."""
 
@@ -123,13 +135,15 @@ class MetadataStore(ConfigurableResource):
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _open(
+        self, read_only: bool, config: dict[str, Any] | None = None
+    ) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02
         warned = False
         while True:
             try:
-                return duckdb.connect(self.path, read_only=read_only)
+                return duckdb.connect(self.path, read_only=read_only, config=config or {})
             except duckdb.Error as exc:
                 if not _is_lock_error(exc) or time.monotonic() >= deadline:
                     raise
@@ -151,6 +165,20 @@ class MetadataStore(ConfigurableResource):
         try:
             if not read_only:
                 self._migrate(con)
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def sandboxed_reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived read-only connection that can touch no file but the database
+        (`SANDBOXED_READER_CONFIG`), for queries typed by a person. It waits for a writer
+        (retry with backoff, up to `lock_timeout_s`) the way the pipeline's writers wait for a
+        reader, instead of failing at once with a lock error."""
+        if not Path(self.path).is_file():
+            raise FileNotFoundError(f"{self.path} does not exist yet: run the pipeline first")
+        con = self._open(read_only=True, config=SANDBOXED_READER_CONFIG)
+        try:
             yield con
         finally:
             con.close()

@@ -9,13 +9,15 @@ import sys
 def _sql(lake_root: str | None, query: str) -> int:
     import duckdb
 
-    from resources.lake import LakeResource
-
-    lake = LakeResource(root=lake_root) if lake_root else LakeResource.from_env()
-    # Read-only and short-lived: the connection is closed before this returns, so a running
-    # pipeline waits at most a moment for its write lock.
-    with duckdb.connect(str(lake.metadata_path), read_only=True) as con:
-        print(con.execute(query).df().to_string(index=False))
+    # Read-only, unable to touch any other file, and short-lived: the connection waits for a
+    # running writer (as the pipeline's writers wait for readers) and is closed before this
+    # returns, so a running pipeline waits at most a moment for its write lock.
+    try:
+        with _store(lake_root).sandboxed_reader() as con:
+            print(con.execute(query).df().to_string(index=False))
+    except (duckdb.Error, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
