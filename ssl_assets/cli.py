@@ -101,15 +101,17 @@ def _champion(lake_root: str | None, action: str, model_id: str | None, why: str
 
 
 def _predict(lake_root: str | None, args) -> int:
+    from resources.lake import LakeResource
     from ssl_assets import predict_cli
     from ssl_assets.registry import champion_dir
 
     if args.model:
         model_dir = args.model
     else:
-        try:
-            model_dir = str(champion_dir(_store(lake_root)))
-        except LookupError as exc:
+        lake = LakeResource(root=lake_root) if lake_root else LakeResource.from_env()
+        try:  # the champion of this lake, its weights verified against the registry
+            model_dir = str(champion_dir(_store(lake_root), lake))
+        except (LookupError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     extra = [*(["--embed"] if args.embed else []), *(["--json"] if args.json else [])]

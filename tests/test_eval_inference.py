@@ -168,6 +168,12 @@ def test_encoder_directory_round_trip_and_tamper_check(tmp_path: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ValueError, match="SHA-256"):
         encoder_io.load_encoder(tmp_path)
+    # deleting the recorded hash must not switch the check off
+    meta_path = tmp_path / encoder_io.ENCODER_META
+    meta_path.write_text(json.dumps({**meta, "weights_sha256": None}))
+    with pytest.raises(ValueError, match="records no weights_sha256"):
+        encoder_io.load_encoder(tmp_path)
+    encoder_io.load_encoder(tmp_path, verify=False)  # an explicit choice to trust them
 
 
 def test_load_encoder_reads_what_the_training_loop_writes(tmp_path: Path) -> None:

@@ -39,9 +39,12 @@ from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
 from ssl_assets.profiles import get_profile
 from ssl_assets.registry import (
     current_champion,
+    model_path,
     record_decision,
+    recorded_path,
     register_model,
     set_champion,
+    verified_model_path,
 )
 
 PROFILE = get_profile()
@@ -513,7 +516,7 @@ def finetuned_model(
         metadata,
         model_id=model_id,
         kind="finetuned",
-        path=str(out_dir),
+        path=recorded_path(lake, out_dir),
         content_hash=json.loads((out_dir / "model.json").read_text()).get("weights_sha256"),
         config=cfg.describe(),
         metrics=report,
@@ -653,11 +656,11 @@ def champion_model(
     challenger_id = challenger_row["model_id"]
     champion_row = current_champion(metadata)
     data = labeled_splits(metadata, lake, config.catalog_version)
-    challenger, chal_meta = load_finetuned(challenger_row["path"])
+    challenger, chal_meta = load_finetuned(verified_model_path(lake, challenger_row))
     champion, champ_meta = (None, None)
     same = champion_row is not None and champion_row["model_id"] == challenger_id
     if champion_row is not None and not same:
-        champion, champ_meta = load_finetuned(champion_row["path"])
+        champion, champ_meta = load_finetuned(verified_model_path(lake, champion_row))
         if list(champ_meta["class_names"]) != list(chal_meta["class_names"]):
             champion = None  # a new label set: compare against no champion, say so below
     encoder_id = json.loads(challenger_row["lineage"] or "{}").get("encoder")
@@ -727,7 +730,9 @@ def champion_model(
     champ_now = current_champion(metadata)
     card_md = None
     if champ_now is not None:
-        card = write_model_card(champ_now["path"], model_card_info(metadata, champ_now, reasons))
+        card = write_model_card(
+            model_path(lake, champ_now["path"]), model_card_info(metadata, champ_now, reasons)
+        )
         card_md = card.read_text()
     yield MaterializeResult(
         metadata={

@@ -37,7 +37,7 @@ from ssl_assets.assets.curate import DEFAULT_SPEC, curated_images
 from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.partitions import OWNERS
 from ssl_assets.profiles import get_profile
-from ssl_assets.registry import register_model
+from ssl_assets.registry import recorded_path, register_model, verified_model_path
 
 PROFILE = get_profile()
 
@@ -130,15 +130,16 @@ def code_version() -> str:
     return f"ssl-assets {version('ssl-assets')}"
 
 
-def champion_encoder(metadata: MetadataStore) -> tuple[str, str] | None:
-    """(model_id, weights path) of the encoder behind the current champion, if any."""
+def champion_encoder(metadata: MetadataStore, lake: LakeResource) -> tuple[str, str] | None:
+    """(model_id, weights path in this lake) of the encoder behind the current champion, if
+    any; the weights are verified against the registry's content_hash."""
     df = metadata.query(
-        "SELECT model_id, path, lineage FROM models WHERE kind = 'encoder' AND status = 'champion' "
-        "ORDER BY created_at DESC LIMIT 1"
+        "SELECT model_id, path, content_hash FROM models "
+        "WHERE kind = 'encoder' AND status = 'champion' ORDER BY created_at DESC LIMIT 1"
     )
     if df.empty:
         return None
-    return df["model_id"].iloc[0], df["path"].iloc[0]
+    return df["model_id"].iloc[0], str(verified_model_path(lake, df.iloc[0]))
 
 
 def _curves_png(history: list[dict]) -> bytes | None:
@@ -231,7 +232,7 @@ def ssl_encoder(
     train_parts, val_parts, classes, fingerprint, n_train = training_data(
         metadata, lake, config.catalog_version
     )
-    warm = champion_encoder(metadata) if config.warm_start_from_champion else None
+    warm = champion_encoder(metadata, lake) if config.warm_start_from_champion else None
     cfg = TrainConfig(
         method=config.method,
         objective=json.loads(config.objective_json),
@@ -327,7 +328,7 @@ def ssl_encoder(
         metadata,
         model_id=model_id,
         kind="encoder",
-        path=str(weights),
+        path=recorded_path(lake, weights),
         content_hash=encoder_meta.get("weights_sha256")
         or hashlib.sha256(weights.read_bytes()).hexdigest(),
         config=cfg.to_dict(),
