@@ -173,9 +173,14 @@ def _curves_png(history: list[dict]) -> bytes | None:
 def _launch_command(processes: int, job_path: Path) -> list[str]:
     entry = ["-m", "ssl_assets.ml.entrypoint", "--job", str(job_path)]
     if processes <= 1:
-        return [sys.executable, *entry]
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    return [torchrun, "--standalone", f"--nproc_per_node={processes}", "--max-restarts=0", *entry]
+        command = [sys.executable, *entry]
+    else:
+        torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+        command = [torchrun, "--standalone", f"--nproc_per_node={processes}", "--max-restarts=0"]
+        command += entry
+    # through the launcher: the trainer dies with this step's process (ssl_assets.ml.launch)
+    launch = [sys.executable, "-m", "ssl_assets.ml.launch", "--parent", str(os.getpid()), "--"]
+    return [*launch, *command]
 
 
 def blocking_audit_failures(metadata: MetadataStore) -> list[str]:
