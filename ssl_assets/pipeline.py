@@ -2,6 +2,8 @@
 
 Runs go through real jobs on a real Dagster instance (`$DAGSTER_HOME`, else an ephemeral one), so
 what the command did is visible afterwards in `dagster dev`: the same runs, checks and metadata.
+Each run is tagged with this process's pid (`ssl_assets.run_launcher`), so that if the command
+is killed mid-run, run monitoring marks the run failed instead of leaving it STARTED.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from resources.metadata import MetadataStore
 from ssl_assets.data.default_dataset import write_default_dataset
 from ssl_assets.partitions import batch_partitions
 from ssl_assets.profiles import Profile, get_profile
+from ssl_assets.run_launcher import process_tags
 
 # The CLI prints its own one-line-per-run progress and summary; Dagster's step log stays in the
 # instance (and in the UI), warnings and errors still reach the console.
@@ -82,6 +85,7 @@ def ingest_ready_batches(
             resources={"lake": lake, "metadata": store},
             run_config=QUIET,
             raise_on_error=False,
+            tags=process_tags(),
         )
         runs.append(BatchRun(batch, result.run_id, result.success))
     return runs
@@ -96,6 +100,7 @@ def curate(lake: LakeResource, store: MetadataStore, instance: DagsterInstance) 
         resources={"lake": lake, "metadata": store},
         run_config=QUIET,
         raise_on_error=False,
+        tags=process_tags(),
     )
     return BatchRun("all admitted", result.run_id, result.success)
 
@@ -119,6 +124,7 @@ def maybe_retrain(
         resources={"lake": lake, "metadata": store},
         run_config=QUIET,
         raise_on_error=False,
+        tags=process_tags(),
     )
     return BatchRun("retrain_evaluate", result.run_id, result.success)
 
