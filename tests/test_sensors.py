@@ -7,6 +7,7 @@ import os
 from dagster import build_sensor_context, materialize
 
 from resources.lake import READY_MARKER
+from resources.metadata import MetadataStore
 from ssl_assets.assets.curate import image_catalog
 from ssl_assets.assets.ingest import raw_images
 from ssl_assets.sensors import curation_sensor, landing_sensor
@@ -14,7 +15,10 @@ from tests.factories import add_partitions, make_batch, smooth_image
 
 
 def _tick(instance, lake, cursor=None):
-    context = build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake})
+    store = MetadataStore(path=str(lake.metadata_path))
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, resources={"lake": lake, "metadata": store}
+    )
     return landing_sensor(context), context
 
 
@@ -132,7 +136,7 @@ def test_ready_folders_that_cannot_be_batches_are_reported_not_dropped(
 
     import logging
 
-    context = build_sensor_context(instance=instance, resources={"lake": lake})
+    context = build_sensor_context(instance=instance, resources={"lake": lake, "metadata": store})
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
@@ -151,3 +155,59 @@ def test_ready_folders_that_cannot_be_batches_are_reported_not_dropped(
     # and a person sees them in the summary
     assert cli(["--lake", lake.root, "summary"]) == 0
     assert "'my batch' name not allowed" in capsys.readouterr().out
+
+
+def test_an_ingest_whose_run_was_killed_is_requested_again_a_few_times(lake, store, instance):
+    """A run whose worker was killed is marked failed by run monitoring; the landing sensor then
+    asks for the batch again (a new run key per attempt), at most MAX_INGEST_RETRIES times, and
+    never for a batch whose ingestion got as far as an admission decision."""
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from ssl_assets.sensors import MAX_INGEST_RETRIES
+
+    make_batch(lake, "killed", n=2)
+    first, _ = _tick(instance, lake)
+    add_partitions(instance, "killed")
+
+    def failed_run():  # what run monitoring leaves behind when the run worker was killed
+        return create_run_for_test(
+            instance,
+            job_name="ingest_batch",
+            status=DagsterRunStatus.FAILURE,
+            tags={"dagster/partition": "killed"},
+        ).run_id
+
+    keys = []
+    for _ in range(MAX_INGEST_RETRIES):
+        lost = failed_run()
+        result, _ = _tick(instance, lake, cursor=first.cursor)
+        assert [(r.partition_key, r.tags["ssl/retry-of"]) for r in result.run_requests] == [
+            ("killed", lost)
+        ]
+        keys.append(result.run_requests[0].run_key)
+    assert len(set(keys)) == MAX_INGEST_RETRIES  # a new run key per attempt
+
+    failed_run()  # the last retry failed too: the sensor gives up, and says so
+    gave_up, _ = _tick(instance, lake, cursor=first.cursor)
+    assert not gave_up.run_requests
+    assert f"failed {MAX_INGEST_RETRIES + 1} times" in str(gave_up.skip_reason)
+
+    # a batch whose run failed after raw_images decided admission (here: not admitted) is a
+    # decision, not a lost run: nothing to retry
+    rejected = make_batch(lake, "rejected", n=1)
+    for i in range(3):
+        (rejected / f"broken_{i}.png").write_bytes(b"not a png")
+    add_partitions(instance, "rejected")
+    run = materialize(
+        [raw_images, image_catalog],
+        partition_key="rejected",
+        instance=instance,
+        resources={"lake": lake, "metadata": store},
+        raise_on_error=False,
+    )
+    assert (
+        not run.success and store.query("SELECT * FROM batches WHERE batch = 'rejected'").shape[0]
+    )
+    after, _ = _tick(instance, lake, cursor=first.cursor)
+    assert "rejected" not in [r.partition_key for r in after.run_requests]
