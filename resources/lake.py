@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,15 @@ _BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 class UnsafePathError(ValueError):
     """A name would resolve outside the directory it must stay in."""
+
+
+class ModelIntegrityError(ValueError):
+    """A registered model's weights are not the ones the registry recorded."""
+
+
+#: weights file of a model directory, per kind of directory (the registry records the directory
+#: of a fine-tuned model and the weights file of an encoder)
+_WEIGHTS_IN_DIR = ("model.safetensors", "encoder.safetensors")
 
 
 def default_lake_root() -> str:
@@ -108,14 +119,36 @@ class LakeResource(ConfigurableResource):
 
     def ready_batches(self) -> list[str]:
         """Batch folders that carry the `_READY` marker, in name order (= arrival order)."""
+        return self._scan_landing()[0]
+
+    def unusable_batches(self) -> list[tuple[str, str]]:
+        """(folder name, why) of folders with a `_READY` marker that cannot become a batch: a
+        name that is not allowed, or a link. They are never ingested, so say so instead of
+        dropping them silently. Show names with `!r`: they may hold any bytes."""
+        return self._scan_landing()[1]
+
+    def _scan_landing(self) -> tuple[list[str], list[tuple[str, str]]]:
         if not self.landing_dir.is_dir():
-            return []
-        names = []
+            return [], []
+        ready, unusable = [], []
         for entry in sorted(self.landing_dir.iterdir()):
-            if entry.is_dir() and not entry.is_symlink() and (entry / READY_MARKER).is_file():
-                if _BATCH_NAME.match(entry.name):
-                    names.append(entry.name)
-        return names
+            if not entry.is_dir() or not (entry / READY_MARKER).is_file():
+                continue  # a file, or a folder still being copied
+            if entry.is_symlink():
+                unusable.append(
+                    (entry.name, "is a link; batches are read from real folders, never via links")
+                )
+            elif not _BATCH_NAME.match(entry.name) or entry.name in {".", ".."}:
+                unusable.append(
+                    (
+                        entry.name,
+                        "name not allowed: use letters, digits, '.', '_' or '-' (at most 128 "
+                        "characters, starting with a letter or digit); rename the folder",
+                    )
+                )
+            else:
+                ready.append(entry.name)
+        return ready, unusable
 
     def ensure(self) -> None:
         """Create the lake's top-level folders (never touches what is inside them)."""
@@ -178,3 +211,65 @@ class LakeResource(ConfigurableResource):
         out = np.empty_like(stacked)
         out[np.argsort(np.concatenate(order), kind="stable")] = stacked
         return out
+
+    # -- the registry's paths: recorded relative to the root, verified when loaded -----------
+
+    def recorded(self, path: str | os.PathLike[str]) -> str:
+        """What the registry records for a file or folder in the lake: its path relative to the
+        root (POSIX separators), so the record stays true when the lake is copied or moved."""
+        return Path(path).resolve().relative_to(self.root_path).as_posix()
+
+    def model_path(self, recorded: str) -> Path:
+        """The path of a registry record under this lake.
+
+        Relative records resolve under the root. Absolute ones (written by older code) keep
+        their part from the last `models/` on, under this lake: they point into the lake the
+        model was trained in, which may since have been copied (the copy must not serve the
+        original's files) or moved. Nothing may resolve outside the lake.
+        """
+        parts = PurePath(recorded).parts
+        if PurePath(recorded).is_absolute():
+            if "models" not in parts:
+                raise UnsafePathError(f"registered path {recorded!r} is not under a models/ folder")
+            parts = parts[len(parts) - 1 - parts[::-1].index("models") :]
+        return self.path(*parts)
+
+    def verified_model_path(self, row: Mapping[str, Any]) -> Path:
+        """`model_path` of a `models` row, after checking its weights' SHA-256 against the
+        row's `content_hash`; raises `ModelIntegrityError` naming both when they differ (or when
+        there is nothing to check against), `FileNotFoundError` when the weights are gone."""
+        from ssl_assets.atomic import file_sha256
+
+        path = self.model_path(str(row["path"]))
+        weights = path
+        if path.is_dir():
+            weights = next((path / n for n in _WEIGHTS_IN_DIR if (path / n).is_file()), path / "?")
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"model {row['model_id']}: no weights at {weights} (registered as {row['path']!r})"
+            )
+        expected = row.get("content_hash")
+        if not isinstance(expected, str) or not expected:
+            raise ModelIntegrityError(
+                f"model {row['model_id']}: the registry records no content_hash for {weights}, "
+                "so its weights cannot be verified"
+            )
+        actual = file_sha256(weights)
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"model {row['model_id']}: {weights} has SHA-256 {actual}, but the registry "
+                f"recorded {expected}; the weights were replaced or damaged since registration "
+                "(restore them, or promote or retrain another model)"
+            )
+        return path
+
+
+def unusable_batches_text(lake: LakeResource) -> str:
+    """One line naming the ready folders in landing/ that cannot become batches, and why ("" if
+    none): they are never ingested, and a person must rename (or copy) them."""
+    found = lake.unusable_batches()
+    if not found:
+        return ""
+    return f"{len(found)} ready folder(s) in landing/ will not be ingested: " + "; ".join(
+        f"{name!r} {why}" for name, why in found
+    )

@@ -9,13 +9,15 @@ import sys
 def _sql(lake_root: str | None, query: str) -> int:
     import duckdb
 
-    from resources.lake import LakeResource
-
-    lake = LakeResource(root=lake_root) if lake_root else LakeResource.from_env()
-    # Read-only and short-lived: the connection is closed before this returns, so a running
-    # pipeline waits at most a moment for its write lock.
-    with duckdb.connect(str(lake.metadata_path), read_only=True) as con:
-        print(con.execute(query).df().to_string(index=False))
+    # Read-only, unable to touch any other file, and short-lived: the connection waits for a
+    # running writer (as the pipeline's writers wait for readers) and is closed before this
+    # returns, so a running pipeline waits at most a moment for its write lock.
+    try:
+        with _store(lake_root).sandboxed_reader() as con:
+            print(con.execute(query).df().to_string(index=False))
+    except (duckdb.Error, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -44,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_pipeline(args.lake, args.profile)
     if args.command == "summary":
+        from resources.lake import unusable_batches_text
         from ssl_assets.pipeline import batch_summary
 
         print(batch_summary(_store(args.lake)))
+        unusable = unusable_batches_text(_lake(args.lake))
+        if unusable:
+            print(unusable)
         return 0
     if args.command == "champion":
         return _champion(args.lake, args.action, args.model_id, args.why)
@@ -103,7 +109,11 @@ def _predict(lake_root: str | None, args) -> int:
                 file=sys.stderr,
             )
             return 2
-        model_dir = str(_lake(lake_root).path(champion["path"]))
+        try:  # the champion of this lake, its weights verified against the registry
+            model_dir = str(_lake(lake_root).verified_model_path(champion))
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     extra = [*(["--embed"] if args.embed else []), *(["--json"] if args.json else [])]
     return predict_cli.main([model_dir, *args.images, *extra])
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ssl_assets.data.canonical import CanonicalSpec, canonicalise, decode_rgb
+from ssl_assets.data.canonical import CanonicalSpec, canonicalise, check_resolution, decode_rgb
 from ssl_assets.ml.encoder_io import ENCODER_META, load_encoder
 from ssl_assets.ml.evaluate.features import embed_images
 from ssl_assets.ml.evaluate.model_io import MODEL_META, canonical_from_dict, load_finetuned
@@ -98,6 +98,8 @@ class Model:
         self.preprocessing: dict[str, Any] = dict(
             module.preprocessing  # type: ignore[arg-type]
         )
+        # every input is resized to this before the encoder: bounded like the canonical spec
+        check_resolution(self.preprocessing.get("input_size"), "preprocessing input_size")
 
     @property
     def is_classifier(self) -> bool:
@@ -146,7 +148,7 @@ def load_model(
         if spec is None and meta.get("canonical"):
             spec = canonical_from_dict(meta["canonical"])
         if spec is None:
-            size = int(meta["preprocessing"]["input_size"])
+            size = check_resolution(meta["preprocessing"]["input_size"], "input_size")
             warnings.warn(
                 f"{root / ENCODER_META} records no canonical spec; assuming "
                 f"CanonicalSpec(resolution={size}, aspect='pad')",

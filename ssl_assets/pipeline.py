@@ -4,6 +4,8 @@ Runs go through real jobs on a real Dagster instance (`$DAGSTER_HOME`, else an e
 what the command did is visible afterwards in `dagster dev`: the same runs, checks and metadata.
 The Definitions are built for the chosen profile (`build_definitions`), so `--profile X` runs
 exactly what `SSL_PROFILE=X dagster dev` would.
+Each run is tagged with this process's pid (`ssl_assets.run_launcher`), so that if the command
+is killed mid-run, run monitoring marks the run failed instead of leaving it STARTED.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance, Definitions
 
-from resources.lake import LakeResource
+from resources.lake import LakeResource, unusable_batches_text
 from resources.metadata import MetadataStore
 from ssl_assets.data.default_dataset import write_default_dataset
 from ssl_assets.partitions import batch_partitions
 from ssl_assets.profiles import Profile, get_profile
+from ssl_assets.run_launcher import process_tags
 
 # The CLI prints its own one-line-per-run progress and summary; Dagster's step log stays in the
 # instance (and in the UI), warnings and errors still reach the console.
@@ -49,7 +52,7 @@ def land_default_data(lake: LakeResource, profile: Profile) -> list[str]:
 
 def _run(defs: Definitions, job: str, instance: DagsterInstance, label: str, **kwargs) -> BatchRun:
     result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False, **kwargs
+        instance=instance, run_config=QUIET, raise_on_error=False, tags=process_tags(), **kwargs
     )
     return BatchRun(label, result.run_id, result.success)
 
@@ -200,6 +203,9 @@ def run_pipeline(lake_root: str | None = None, profile_name: str | None = None) 
     runs = ingest_ready_batches(defs, instance)
     for r in runs:
         print(f"ingest_batch[{r.batch}] run {r.run_id[:8]}: {'success' if r.success else 'FAILED'}")
+    unusable = unusable_batches_text(lake)
+    if unusable:
+        print(unusable)
     curation = _run(defs, "curate_and_audit", instance, "all admitted")
     runs.append(curation)
     print(

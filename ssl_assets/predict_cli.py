@@ -6,7 +6,8 @@ API (`ssl_assets.inference`), so it starts quickly and runs wherever the weights
 
 Prints one line per image: `path<TAB>label<TAB>probability` (classifier), or with `--embed`
 `path<TAB>embedding shape`; `--json` prints one JSON object per line instead (with the
-embedding itself when `--embed`). Exit status 0, or 2 for bad arguments / an unreadable model.
+embedding itself when `--embed`). Exit status 0, or 2 for bad arguments / an unreadable or
+malformed model directory (a one-line `error: ...`, never a traceback).
 """
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+
+def _one_line(exc: Exception, model_dir: str) -> str:
+    """Why `model_dir` could not be loaded, on one line: invalid JSON, missing keys, bad or
+    mismatched weights all mean the same to the user, this directory is not a usable model."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, KeyError):
+        text = f"{text} is missing from its JSON"
+    elif not isinstance(exc, OSError | ValueError) or isinstance(exc, json.JSONDecodeError):
+        text = f"{type(exc).__name__}: {text}"
+    return f"cannot load a model from {model_dir}: {text}"[:500]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model = load_model(args.model_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # any malformed directory: one line and status 2, no traceback
+        print(f"error: {_one_line(exc, args.model_dir)}", file=sys.stderr)
         return 2
     model.batch_size = args.batch_size
     if args.embed:

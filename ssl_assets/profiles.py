@@ -29,6 +29,11 @@ class Profile(ConfigurableResource):
     default_label_fraction: float
     # Ingestion: images with more pixels than this are quarantined (decompression bombs).
     max_pixels: int
+    # Ingestion: files larger than this are quarantined from their size alone, never read (each
+    # decoding thread holds one whole file in memory). At least 4 bytes x max_pixels, so an
+    # uncompressed 8-bit RGBA image at the pixel limit still fits; real photos (JPEG, PNG,
+    # WebP: a few to a few tens of MB) are far below it.
+    max_file_bytes: int
     # Curation: canonical square resolution of the decoded catalog arrays.
     catalog_resolution: int
     # Pretraining defaults (the launchpad overrides any of them per run).
@@ -51,6 +56,7 @@ PROFILES: dict[str, Profile] = {
         default_images=240,
         default_label_fraction=0.4,
         max_pixels=4_000_000,
+        max_file_bytes=32 << 20,  # 32 MiB
         catalog_resolution=32,
         pretrain_method="simclr",
         pretrain_epochs=3,
@@ -66,6 +72,7 @@ PROFILES: dict[str, Profile] = {
         default_images=1797,
         default_label_fraction=0.3,
         max_pixels=50_000_000,
+        max_file_bytes=256 << 20,  # 256 MiB
         catalog_resolution=32,
         pretrain_method="simclr",
         pretrain_epochs=40,
@@ -81,6 +88,7 @@ PROFILES: dict[str, Profile] = {
         default_images=1797,
         default_label_fraction=0.3,
         max_pixels=89_478_485,  # Pillow's own decompression-bomb limit
+        max_file_bytes=512 << 20,  # 512 MiB
         catalog_resolution=64,
         pretrain_method="simclr",
         pretrain_epochs=200,

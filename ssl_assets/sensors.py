@@ -21,23 +21,85 @@ from dagster import (
     sensor,
 )
 
-from resources.lake import LakeResource
+from resources.lake import LakeResource, unusable_batches_text
 from resources.metadata import MetadataStore
 from ssl_assets.jobs import curate_job, ingest_job, retrain_job
 from ssl_assets.partitions import batch_partitions
 from ssl_assets.profiles import Profile
 
+#: How often the landing sensor re-requests the ingestion of a batch whose latest ingest run
+#: failed before any admission decision (a killed run worker, an OOM, a restart; run monitoring
+#: marks such runs failed). Three retries outlast a transient kill, and a batch that kills its
+#: run every time must not hold the one-run-at-a-time queue forever: after them the sensor says
+#: so on every tick and a person decides (re-execute the run in the UI once fixed).
+MAX_INGEST_RETRIES = 3
 
-def landing_tick(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
+
+def failed_ingests(
+    context: SensorEvaluationContext, ready: list[str], metadata: MetadataStore
+) -> tuple[list[RunRequest], list[str]]:
+    """Retry requests for ready batches whose latest ingest run failed and that have no
+    admission decision, and a line for each batch that ran out of retries."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    failed = context.instance.get_runs(
+        RunsFilter(job_name=ingest_job.name, statuses=[DagsterRunStatus.FAILURE]), limit=500
+    )
+    candidates = sorted({r.tags.get("dagster/partition") for r in failed} & set(ready))
+    latest = {}
+    for batch in candidates:
+        runs = context.instance.get_runs(  # newest first
+            RunsFilter(job_name=ingest_job.name, tags={"dagster/partition": batch}),
+            limit=MAX_INGEST_RETRIES + 2,
+        )
+        if runs and runs[0].status == DagsterRunStatus.FAILURE:
+            latest[batch] = (len(runs), runs[0].run_id)
+    if not latest:
+        return [], []
+    decided = metadata.decided_batches()
+    requests, exhausted = [], []
+    for batch, (attempts, run_id) in latest.items():
+        if batch in decided:
+            continue  # raw_images decided admission: the failure came later, not a lost run
+        if attempts > MAX_INGEST_RETRIES:
+            exhausted.append(
+                f"ingest of {batch!r} failed {attempts} times (last run {run_id}); not retried "
+                f"again (at most {MAX_INGEST_RETRIES} retries)"
+            )
+            continue
+        requests.append(
+            RunRequest(
+                run_key=f"ingest:{batch}:retry-{attempts}",
+                partition_key=batch,
+                tags={"ssl/retry-of": run_id},
+            )
+        )
+    return requests, exhausted
+
+
+def landing_tick(
+    context: SensorEvaluationContext, lake: LakeResource, metadata: MetadataStore
+) -> SensorResult:
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
-    new = [b for b in lake.ready_batches() if b not in seen and b not in known]
-    if not new:
-        return SensorResult(skip_reason=SkipReason("no new ready batch in landing/"))
-    context.log.info(f"new ready batches: {new}")
+    ready = lake.ready_batches()
+    new = [b for b in ready if b not in seen and b not in known]
+    problems = [unusable_batches_text(lake)]
+    retries, exhausted = failed_ingests(context, [b for b in ready if b in known], metadata)
+    problems = [p for p in (*problems, *exhausted) if p]
+    for problem in problems:
+        context.log.warning(problem)
+    if retries:
+        context.log.info(f"re-requesting failed ingests: {[r.partition_key for r in retries]}")
+    if not new and not retries:
+        return SensorResult(
+            skip_reason=SkipReason("; ".join(["no new ready batch in landing/", *problems]))
+        )
+    if new:
+        context.log.info(f"new ready batches: {new}")
     return SensorResult(
-        run_requests=[RunRequest(run_key=f"ingest:{b}", partition_key=b) for b in new],
-        dynamic_partitions_requests=[batch_partitions.build_add_request(new)],
+        run_requests=[RunRequest(run_key=f"ingest:{b}", partition_key=b) for b in new] + retries,
+        dynamic_partitions_requests=[batch_partitions.build_add_request(new)] if new else [],
         cursor=json.dumps(sorted(seen | set(new))),
     )
 
@@ -96,7 +158,10 @@ def retrain_tick(
 
 DESCRIPTIONS = {
     "landing_sensor": "Watches landing/: a batch folder with a _READY marker becomes a partition "
-    "and one ingest_batch run (run key = batch). Folders without _READY are still being copied.",
+    "and one ingest_batch run (run key = batch). Folders without _READY are still being copied. "
+    "A batch whose ingest run failed before an admission decision (e.g. a killed run) is "
+    f"requested again, at most {MAX_INGEST_RETRIES} times. Ready folders that cannot be batches "
+    "(a name not allowed, a link) are reported in the log.",
     "curation_sensor": "Starts one curate run per snapshot of admitted, catalogued data (run key "
     "= a hash of batches, versions and counts), when some catalogued image is not yet curated.",
     "retrain_sensor": "Starts one retrain_evaluate run per train-split snapshot when the retrain "

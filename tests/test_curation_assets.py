@@ -146,6 +146,32 @@ def test_a_staged_catalog_is_only_used_for_the_rows_it_was_decoded_from(tmp_path
     assert taken.index.equals(catalog.index) and not staged.exists()
 
 
+def test_a_catalog_rebuild_never_opens_a_file_swapped_for_a_fifo_or_a_bigger_file(tmp_path):
+    """Another catalog version decodes the landed files again: a file replaced by a FIFO after
+    ingestion must not hang it, a grown one must not be read whole."""
+    import hashlib
+    import os
+
+    from ssl_assets.data.canonical import CanonicalSpec
+    from ssl_assets.data.catalog import build_batch_catalog
+
+    batch_dir = tmp_path / "b"
+    rows = []
+    for name in ("keep.png", "fifo.png", "grown.png"):
+        _save(smooth_image(len(rows) + 1), batch_dir / name)
+        data = (batch_dir / name).read_bytes()
+        rows.append((name, name, hashlib.sha256(data).hexdigest(), len(data)))
+    ok_rows = pd.DataFrame(rows, columns=["image_id", "rel_path", "content_hash", "bytes"])
+    (batch_dir / "fifo.png").unlink()
+    os.mkfifo(batch_dir / "fifo.png")
+    with (batch_dir / "grown.png").open("ab") as fh:
+        fh.write(b"\0" * 1000)
+    catalog = build_batch_catalog(batch_dir, ok_rows, CanonicalSpec(16, "pad"))
+    assert catalog.index["image_id"].tolist() == ["keep.png"]
+    failures = dict(zip(catalog.failures["image_id"], catalog.failures["reason"], strict=True))
+    assert failures == {"fifo.png": "not_a_regular_file", "grown.png": "changed_since_ingest"}
+
+
 def test_tiers_catch_copies_and_keep_distinct_images(lake, store, instance):
     base = {s: smooth_image(s) for s in range(1, 9)}
     copies = {
@@ -245,6 +271,52 @@ def test_pinned_test_image_duplicating_pinned_train_image_is_cross_split(lake, s
     assert all(r.split == "train" and r.include for r in _rows(store, "cifar-train").values())
     detail = store.query("SELECT detail FROM splits WHERE cross_split")["detail"].tolist()
     assert detail == ["pinned test but its duplicate group is in train"]
+
+
+def test_a_partial_split_pin_curates_pinned_rows_keep_their_pin_the_rest_are_drawn(
+    lake, store, instance
+):
+    """metadata.csv pins only some images (the other rows' split is empty): the missing pins
+    are missing (pandas 3 reads them as NaN, not None), so those images are drawn by hash."""
+    images = _originals(range(1, 13))
+    pinned = {rel: "test" for rel in list(images)[:4]}
+    _land(lake, "partial", images)
+    rows = "\n".join(f"{rel},{pinned.get(rel, '')}" for rel in images)
+    (lake.landing_dir / "partial" / "metadata.csv").write_text(f"path,split\n{rows}\n")
+    assert _ingest(lake, store, instance, "partial").success
+    assert _curate(lake, store, instance).success
+    assert _curate(lake, store, instance).success  # and every later run too
+
+    splits = store.query("SELECT image_id, split, source FROM splits")
+    by_id = {r.image_id: r for r in splits.itertuples()}
+    assert len(by_id) == len(images)
+    for rel in images:
+        row = by_id[image_id_for("partial", rel)]
+        if rel in pinned:
+            assert (row.split, row.source) == ("test", "pin")
+        else:
+            assert row.source == "hash" and row.split in ("train", "val", "test")
+    assert {by_id[image_id_for("partial", r)].split for r in images if r not in pinned} != {"test"}
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), pd.NA, "", "  "])
+def test_a_missing_pin_is_no_pin_whatever_pandas_makes_of_it(missing):
+    from ssl_assets.curation.splits import SplitConfig, assign_splits, hash_split
+
+    groups = pd.DataFrame(
+        {
+            "image_id": ["a", "b"],
+            "group_id": ["a", "b"],
+            "role": ["representative", "representative"],
+            "linked_groups": [[], []],
+            "pixel_hash": ["h1", "h2"],
+            "pin": pd.Series(["val", missing], dtype=object),
+        }
+    )
+    out = assign_splits(groups, {}, SplitConfig()).set_index("image_id")
+    assert (out.loc["a", "split"], out.loc["a", "source"]) == ("val", "pin")
+    assert out.loc["b", "split"] == hash_split("h2", SplitConfig())
+    assert out.loc["b", "source"] == "hash"
 
 
 def test_overrides_are_honoured_and_recorded(lake, store, instance):

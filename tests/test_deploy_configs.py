@@ -38,6 +38,22 @@ def test_production_instance_config_is_valid():
     assert config["run_launcher"]["class"] == "K8sRunLauncher"
 
 
+@pytest.mark.parametrize("folder", ["dagster_home", "deploy"])
+def test_runs_whose_worker_died_are_marked_failed_by_run_monitoring(folder):
+    """Run monitoring only judges a worker's health with a launcher that can check it; without
+    one, a killed run stays STARTED (Dagster's DefaultRunLauncher cannot check)."""
+    from dagster._core.launcher.base import RunLauncher
+
+    config = _validate_instance(ROOT / folder)
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] and monitoring["max_resume_run_attempts"] == 0
+    spec = config["run_launcher"]
+    klass = getattr(importlib.import_module(spec["module"]), spec["class"])
+    assert (
+        klass.supports_check_run_worker_health is not RunLauncher.supports_check_run_worker_health
+    )
+
+
 def test_a_typo_in_the_instance_config_is_caught(tmp_path):
     text = (ROOT / "deploy" / "dagster.yaml").read_text().replace("hostname:", "hostnme:")
     (tmp_path / "dagster.yaml").write_text(text)

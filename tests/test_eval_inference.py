@@ -147,6 +147,94 @@ def test_predict_cli_prints_labels_and_embedding_shapes(
     assert predict_main([str(tmp_path / "nowhere"), *paths]) == 2
 
 
+def _malform(model_dir: Path, how: str) -> None:
+    meta_path = model_dir / "model.json"
+    meta = json.loads(meta_path.read_text())
+    weights = model_dir / "model.safetensors"
+    if how == "no json":
+        meta_path.unlink()
+    elif how == "invalid json":
+        meta_path.write_text("{ not json")
+    elif how == "json is a list":
+        meta_path.write_text("[1, 2]")
+    elif how == "missing keys":
+        meta_path.write_text(json.dumps({"format": meta["format"]}))
+    elif how == "missing weights":
+        weights.unlink()
+    elif how in ("garbage weights", "mismatched weights"):
+        if how == "garbage weights":
+            weights.write_bytes(b"\x00" * 64)
+        else:
+            from safetensors.torch import load_file, save_file
+
+            tensors = load_file(str(weights))
+            tensors["head.weight"] = torch.zeros(7, 3)
+            save_file(tensors, str(weights))
+        meta["weights_sha256"] = encoder_io._sha256(weights)  # consistent, so only shape fails
+        meta_path.write_text(json.dumps(meta))
+    elif how == "huge resolution":
+        meta_path.write_text(json.dumps({**meta, "canonical": {"resolution": 30000}}))
+    elif how == "huge input size":
+        prep = {**meta["preprocessing"], "input_size": 30000}
+        meta_path.write_text(json.dumps({**meta, "preprocessing": prep}))
+    elif how == "unknown backbone":
+        meta_path.write_text(json.dumps({**meta, "backbone": "nope"}))
+    elif how == "bad backbone kwargs":
+        meta_path.write_text(json.dumps({**meta, "backbone_kwargs": {"widths": "abc"}}))
+
+
+MALFORMED = [
+    "no json",
+    "invalid json",
+    "json is a list",
+    "missing keys",
+    "missing weights",
+    "garbage weights",
+    "mismatched weights",
+    "huge resolution",
+    "huge input size",
+    "unknown backbone",
+    "bad backbone kwargs",
+]
+
+
+@pytest.mark.parametrize("how", MALFORMED)
+def test_predict_on_a_malformed_model_directory_exits_2_with_one_line(
+    finetuned: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    import time
+
+    from ssl_assets.cli import main as cli
+
+    result, _ = finetuned
+    images, _ = colour_images(1, seed=5)
+    paths = [str(p) for p in _write_files(tmp_path, images)]
+    model_dir = tmp_path / "model"
+    _save(result.deploy_model, model_dir)
+    _malform(model_dir, how)
+    started = time.monotonic()
+    assert predict_main([str(model_dir), *paths]) == 2
+    assert time.monotonic() - started < 5
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert "Traceback" not in captured.err and not captured.out
+    assert cli(["predict", "--model", str(model_dir), *paths]) == 2
+    assert capsys.readouterr().err.strip() == err
+
+
+def test_the_canonical_resolution_is_bounded() -> None:
+    from ssl_assets.data.canonical import MAX_RESOLUTION
+    from ssl_assets.ml.evaluate.model_io import canonical_from_dict
+
+    assert canonical_from_dict({"resolution": MAX_RESOLUTION}).resolution == MAX_RESOLUTION
+    for bad in (MAX_RESOLUTION + 1, 0, -3, 2.5, "32", True, None):
+        with pytest.raises(ValueError, match="resolution"):
+            canonical_from_dict({"resolution": bad})
+    with pytest.raises(ValueError, match="outside"):
+        CanonicalSpec.from_version("r30000-pad")
+
+
 def test_encoder_directory_round_trip_and_tamper_check(tmp_path: Path) -> None:
     torch.manual_seed(3)
     encoder = build_backbone("small_cnn", **TINY_CNN)
@@ -168,6 +256,12 @@ def test_encoder_directory_round_trip_and_tamper_check(tmp_path: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ValueError, match="SHA-256"):
         encoder_io.load_encoder(tmp_path)
+    # deleting the recorded hash must not switch the check off
+    meta_path = tmp_path / encoder_io.ENCODER_META
+    meta_path.write_text(json.dumps({**meta, "weights_sha256": None}))
+    with pytest.raises(ValueError, match="records no weights_sha256"):
+        encoder_io.load_encoder(tmp_path)
+    encoder_io.load_encoder(tmp_path, verify=False)  # an explicit choice to trust them
 
 
 def test_model_card_of_an_encoder_directory_reads_encoder_json(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ API agrees with the evaluation."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -156,9 +157,10 @@ def test_load_and_predict_api_matches_the_evaluation(trained):
             for p, r in zip(test["array_path"], test["array_row"], strict=True)
         ]
     )
-    classifier, meta = load_finetuned(lake.path(champion["path"]))
+    champion_dir = lake.model_path(champion["path"])
+    classifier, meta = load_finetuned(champion_dir)
     evaluated = [meta["class_names"][i] for i in predict_labels(classifier, arrays)]
-    api = load_model(lake.path(champion["path"])).predict(files)
+    api = load_model(champion_dir).predict(files)
     assert api == evaluated
 
 
@@ -234,3 +236,114 @@ def test_curation_can_pin_a_named_encoder_for_the_semantic_tier(trained):
     )
     assert len(rows) == 3 and rows["embedder"].str.startswith(f"encoder:{encoder_id}:").all()
     assert (rows["role"] == "member").all() and (rows["tier"] == "exact").all()
+
+
+def _with_champion(trained):
+    lake, store, resources, instance = trained
+    if store.current_champion() is None:  # run alone: make one the way the pipeline does
+        result, _ = _finetune_and_judge(resources, instance, lr=3e-3, epochs=4)
+        assert result.success
+    return store.current_champion()
+
+
+def _copy_lake(lake, destination):
+    shutil.copytree(lake.root, destination)
+    copy = LakeResource(root=str(destination))
+    return copy, MetadataStore(path=str(copy.metadata_path))
+
+
+def _a_landed_image(lake, store) -> str:
+    row = store.query("SELECT batch, rel_path FROM images WHERE status = 'ok' LIMIT 1").iloc[0]
+    return str(lake.batch_dir(row["batch"]) / row["rel_path"])
+
+
+def test_a_copied_lake_serves_its_own_champion_and_a_moved_one_predicts_and_retrains(
+    trained, tmp_path, capsys
+):
+    lake, store, _, instance = trained
+    _with_champion(trained)
+    # the registry records lake-relative paths
+    assert not store.query("SELECT path FROM models WHERE path LIKE '/%'")["path"].tolist()
+
+    # a lake written by older code: the registry holds absolute paths into it
+    original, ostore = _copy_lake(lake, tmp_path / "original")
+    with ostore.transaction() as con:
+        con.execute("UPDATE models SET path = ? || '/' || path", [str(original.root_path)])
+    image = _a_landed_image(original, ostore)
+    assert cli(["--lake", original.root, "predict", image]) == 0
+    label = capsys.readouterr().out.split("\t")[1]
+
+    copy, cstore = _copy_lake(original, tmp_path / "copy")
+    # damage the original's champion: a copy that still read the original's files would fail
+    champion = ostore.current_champion()["model_id"]
+    original.path("models", champion, "model.safetensors").write_bytes(b"not the weights")
+    assert cli(["--lake", copy.root, "predict", image]) == 0
+    assert capsys.readouterr().out.split("\t")[1] == label
+    assert cli(["--lake", original.root, "predict", image]) == 2
+    assert "SHA-256" in capsys.readouterr().err
+
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    shutil.move(copy.root, moved)
+    mlake = LakeResource(root=str(moved))
+    mstore = MetadataStore(path=str(mlake.metadata_path))
+    assert cli(["--lake", str(moved), "predict", _a_landed_image(mlake, mstore)]) == 0
+    encoder = mstore.query(
+        "SELECT model_id FROM models WHERE kind = 'encoder' AND status = 'champion'"
+    )["model_id"].iloc[0]
+    result = materialize(
+        _assets("ssl_encoder"),
+        instance=instance,
+        resources=resources_for(mlake, mstore),
+        run_config={"ops": {"ssl_encoder": {"config": {"epochs": 1, "batch_size": 128}}}, **QUIET},
+        raise_on_error=False,
+    )
+    assert result.asset_materializations_for_node("ssl_encoder"), "retraining failed"
+    newest = mstore.query(
+        "SELECT path, lineage FROM models WHERE kind = 'encoder' ORDER BY created_at DESC LIMIT 1"
+    ).iloc[0]
+    assert json.loads(newest["lineage"])["warm_start"] == encoder
+    assert newest["path"].startswith("models/") and (moved / newest["path"]).is_file()
+
+
+def test_swapped_weights_are_refused_where_the_registry_loads_them(trained, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from ssl_assets.atomic import file_sha256
+
+    lake, _, _, instance = trained
+    _with_champion(trained)
+    copy, store = _copy_lake(lake, tmp_path / "lake")
+    champion = store.current_champion()
+    folder = copy.path("models", champion["model_id"])
+    # a consistent pair (weights + model.json), as a careful attacker would leave it
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["head.bias"] = tensors["head.bias"] + 1.0
+    save_file(tensors, str(folder / "model.safetensors"))
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights_sha256"] = swapped = file_sha256(folder / "model.safetensors")
+    (folder / "model.json").write_text(json.dumps(meta))
+
+    assert cli(["--lake", copy.root, "predict", _a_landed_image(copy, store)]) == 2
+    err = capsys.readouterr().err
+    assert swapped in err and champion["content_hash"] in err
+    assert len(err.strip().splitlines()) == 1
+
+    # warm start from a champion encoder whose weights were swapped: refused before training
+    encoder = store.query(
+        "SELECT model_id FROM models WHERE kind = 'encoder' AND status = 'champion'"
+    )["model_id"].iloc[0]
+    weights = copy.path("models", encoder, "encoder.safetensors")
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    result = materialize(
+        _assets("ssl_encoder"),
+        instance=instance,
+        resources=resources_for(copy, store),
+        run_config={"ops": {"ssl_encoder": {"config": {"epochs": 1}}}, **QUIET},
+        raise_on_error=False,
+    )
+    assert not result.success
+    error, failure = result.get_step_failure_events()[0].step_failure_data.error, ""
+    while error is not None:
+        failure, error = failure + error.message, error.cause
+    assert "ModelIntegrityError" in failure and encoder in failure and "SHA-256" in failure

@@ -137,6 +137,107 @@ def test_bad_input_is_quarantined_with_reasons_and_raw_files_untouched(
     assert evaluations == {"raw_manifest_suite": True, "raw_has_usable_images": True}
 
 
+def test_fifo_socket_and_oversized_files_are_quarantined_within_a_second_without_reading(
+    lake, store, instance
+):
+    """A FIFO named like an image used to block ingestion forever (open() waits for a writer),
+    and a huge file was read whole into memory: both are judged from their metadata alone."""
+    import socket
+    import threading
+    import time
+
+    from ssl_assets.data.manifest import scan_batch
+    from ssl_assets.profiles import get_profile
+
+    batch = "hostile"
+    batch_dir = make_batch(lake, batch, n=6)
+    fifo = batch_dir / "x.png"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(batch_dir / "s.jpg"))
+    cap = get_profile().max_file_bytes
+    with (batch_dir / "huge.png").open("wb") as fh:  # sparse: no disk, no memory
+        fh.truncate(cap + 1)
+    with (batch_dir / "huge.txt").open("wb") as fh:
+        fh.truncate(cap + 1)
+    before = tree_snapshot(lake.landing_dir)
+
+    scanned: list = []
+    worker = threading.Thread(
+        target=lambda: scanned.append(scan_batch(batch_dir, batch, 10**6)), daemon=True
+    )
+    started = time.monotonic()
+    worker.start()
+    try:
+        worker.join(timeout=10)
+        elapsed = time.monotonic() - started
+        assert not worker.is_alive(), "ingestion hangs on a FIFO"
+    finally:
+        try:  # release a reader stuck in open() (only if the check above failed)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        sock.close()
+    assert elapsed < 1.0
+    reasons = dict(zip(scanned[0]["rel_path"], scanned[0]["reason"], strict=True))
+    assert reasons["x.png"] == "not_a_regular_file"
+    assert reasons["s.jpg"] == "not_a_regular_file"
+    assert reasons["huge.png"] == "file_too_large"
+    assert reasons["huge.txt"] == "unsupported_extension"  # never read either
+
+    add_partitions(instance, batch)
+    result = materialize(
+        [raw_images],
+        partition_key=batch,
+        instance=instance,
+        resources=resources_for(lake, store),
+        run_config={"ops": {"raw_images": {"config": {"max_quarantine_fraction": 0.5}}}},
+    )
+    assert result.success  # known reasons: the GX suite passes, the batch is admitted
+    stored = store.query(
+        "SELECT rel_path, status, reason, detail, bytes FROM images WHERE batch = ?", [batch]
+    ).set_index("rel_path")
+    assert stored.loc["x.png", "reason"] == "not_a_regular_file"
+    assert "FIFO" in stored.loc["x.png", "detail"]
+    assert "socket" in stored.loc["s.jpg", "detail"]
+    assert stored.loc["huge.png", "reason"] == "file_too_large"
+    assert stored.loc["huge.png", "bytes"] == cap + 1
+    assert (stored["status"] == "ok").sum() == 6
+    assert store.admitted_batches() == [batch]
+    assert tree_snapshot(lake.landing_dir) == before
+
+
+def test_the_file_size_cap_is_run_config(lake, store, instance):
+    batch = "capped"
+    batch_dir = make_batch(lake, batch, n=3)
+    big = write_image(batch_dir / "big.png", size=(256, 256), seed=9)
+    add_partitions(instance, batch)
+    result = materialize(
+        [raw_images],
+        partition_key=batch,
+        instance=instance,
+        resources=resources_for(lake, store),
+        run_config={
+            "ops": {
+                "raw_images": {
+                    "config": {
+                        "max_file_bytes": big.stat().st_size - 1,
+                        "max_quarantine_fraction": 0.5,
+                    }
+                }
+            }
+        },
+    )
+    assert result.success
+    stored = store.query(
+        "SELECT rel_path, coalesce(reason, status) AS r FROM images WHERE batch = ?", [batch]
+    )
+    assert dict(stored.itertuples(index=False)) == {
+        "big.png": "file_too_large",
+        **{f"images/img_{i:03d}.png": "ok" for i in range(3)},
+    }
+
+
 def test_quarantine_rate_above_threshold_fails_gate_and_batch_is_not_admitted(
     lake, store, instance, tmp_path
 ):
@@ -220,6 +321,90 @@ def test_labels_and_attributes_land_in_their_tables(lake, store, instance):
         ("b1", "metadata.csv", "unsafe_path"),
         ("b2", "labels.csv", "unknown_image_id"),
     }
+
+
+def test_a_too_wide_or_ambiguous_sidecar_is_rejected_with_a_reason(lake, store, instance):
+    """A metadata.csv with 10,000 columns made bias_audit take minutes; a duplicated header
+    silently kept its last column. Both are refused as a whole, with a reason."""
+    resources = resources_for(lake, store)
+    wide = make_batch(lake, "wide", n=2)
+    names = [f"a{k}" for k in range(10_000)]
+    (wide / "metadata.csv").write_text(
+        "path," + ",".join(names) + "\n" + "images/img_000.png," + ",".join("x" * 10_000) + "\n"
+    )
+    (wide / "labels.csv").write_text("path,label,label\nimages/img_000.png,cat,dog\n")
+    add_partitions(instance, "wide")
+    assert materialize([raw_images], partition_key="wide", instance=instance, resources=resources)
+    rejects = store.query(
+        "SELECT source, line, reason, detail FROM ingest_rejects WHERE batch = 'wide' "
+        "ORDER BY source"
+    )
+    assert rejects[["source", "line", "reason"]].values.tolist() == [
+        ["labels.csv", 1, "duplicate_header"],
+        ["metadata.csv", 1, "too_many_columns"],
+    ]
+    assert "label" in rejects["detail"].iloc[0] and "10001 columns" in rejects["detail"].iloc[1]
+    assert store.query("SELECT * FROM attributes WHERE batch = 'wide'").empty
+    assert store.query("SELECT * FROM labels WHERE batch = 'wide'").empty
+
+
+def test_sidecars_are_untrusted_input(lake, tmp_path):
+    """Links, FIFOs, ragged rows, huge cells and floods of bad rows each become a reject."""
+    import threading
+
+    from ssl_assets.data import sidecars
+    from ssl_assets.data.sidecars import read_attributes, read_labels
+
+    batch_dir = make_batch(lake, "odd", n=2)
+    ids = [image_id_for("odd", f"images/img_{i:03d}.png") for i in range(2)]
+    secret = tmp_path / "secret.csv"
+    secret.write_text("label,path\ntop-secret,images/img_000.png\n")
+    (batch_dir / "labels.csv").symlink_to(secret)
+    os.mkfifo(batch_dir / "metadata.csv")
+    got: list = []
+    worker = threading.Thread(
+        target=lambda: got.extend(
+            [
+                read_labels(batch_dir, "odd", ids, lambda _: set()),
+                read_attributes(batch_dir, "odd", ids),
+            ]
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # release the reader stuck on the FIFO before failing
+        os.close(os.open(batch_dir / "metadata.csv", os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO named metadata.csv hangs")
+    (labels, label_rejects), (attrs, attr_rejects) = got
+    assert labels.empty and attrs.empty
+    assert label_rejects["reason"].tolist() == ["not_a_regular_file"]
+    assert "top-secret" not in label_rejects["detail"].iloc[0]  # the link was not followed
+    assert attr_rejects["reason"].tolist() == ["not_a_regular_file"]
+    assert "FIFO" in attr_rejects["detail"].iloc[0]
+
+    (batch_dir / "labels.csv").unlink()
+    (batch_dir / "metadata.csv").unlink()
+    long_cell = "y" * (sidecars.MAX_CELL_CHARS + 1)
+    (batch_dir / "metadata.csv").write_text(
+        "path,camera\n"
+        "images/img_000.png,phone,extra\n"  # a third cell under two columns
+        f"images/img_001.png,{long_cell}\n"
+        + "nowhere.png,x\n"
+        * (sidecars.MAX_REJECTS_PER_FILE + 5)
+    )
+    attrs, rejects = read_attributes(batch_dir, "odd", ids)
+    assert attrs.empty
+    reasons = rejects["reason"].value_counts().to_dict()
+    assert reasons == {
+        "extra_cells": 1,
+        "cell_too_long": 1,
+        "unknown_path": sidecars.MAX_REJECTS_PER_FILE - 2,
+        "too_many_rejects": 1,
+    }
+    assert rejects["detail"].str.len().max() <= sidecars.MAX_DETAIL_CHARS
+    summary = rejects[rejects["reason"] == "too_many_rejects"]["detail"].iloc[0]
+    assert summary.startswith("7 more rows rejected")
 
 
 def test_reingesting_a_batch_replaces_its_rows(lake, store, instance):

@@ -92,3 +92,69 @@ def test_a_reader_holding_a_read_only_connection_does_not_fail_a_run(lake, store
     assert result.success
     assert waited > 1.0  # it really had to wait for the reader's lock
     assert len(store.query("SELECT * FROM images WHERE batch = 'while-reading'")) == 3
+
+
+def test_the_error_that_aborted_a_transaction_is_the_one_raised(store):
+    """A failed statement aborts the transaction and DuckDB then refuses every other statement;
+    the user must see the first error (here a NOT NULL violation), not "transaction is
+    aborted" from the cleanup."""
+    bad = pd.DataFrame([{"image_id": "x", "group_id": None, "split": None, "cross_split": False}])
+    with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+        store.append("splits", bad)
+    assert store.query("SELECT * FROM splits").empty
+
+
+def test_a_failing_rollback_does_not_hide_the_original_error(store):
+    with pytest.raises(RuntimeError, match="the real problem") as caught:
+        with store.transaction() as con:
+            con.execute("COMMIT")  # the ROLLBACK that follows the error below fails
+            raise RuntimeError("the real problem")
+    assert any("ROLLBACK" in note for note in caught.value.__notes__)
+
+
+def _writer_holding_the_lock(path: str, hold_s: float, opened) -> None:
+    con = duckdb.connect(path)  # read-write: other processes cannot even open the file now
+    con.execute("SELECT count(*) FROM images").fetchall()
+    opened.set()
+    time.sleep(hold_s)
+    con.close()
+
+
+def test_the_sql_command_reads_the_database_and_nothing_else(lake, store, tmp_path, capsys):
+    from ssl_assets.cli import main as cli
+
+    store.record_metrics("asset", "p", "run", {"m": 1.0})
+    assert cli(["--lake", lake.root, "sql", "SELECT metric, value FROM stage_metrics"]) == 0
+    assert "m" in capsys.readouterr().out
+    target = tmp_path / "x.csv"
+    for query in (
+        f"COPY (SELECT 1) TO '{target}'",
+        f"SELECT 1; COPY (SELECT 1) TO '{target}'",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_csv('/etc/passwd', sep = ':')",
+        f"ATTACH '{tmp_path / 'other.duckdb'}'",
+        "SET enable_external_access = true",
+        "INSERT INTO stage_metrics (asset, metric, value, recorded_at) VALUES ('a', 'b', 1, now())",
+    ):
+        assert cli(["--lake", lake.root, "sql", query]) == 2, query
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "root:" not in err
+    assert not target.exists() and not (tmp_path / "other.duckdb").exists()
+    assert len(store.query("SELECT * FROM stage_metrics")) == 1
+
+
+def test_the_sql_command_waits_for_a_writer(lake, store, capsys):
+    from ssl_assets.cli import main as cli
+
+    store.schema_version()
+    ctx = mp.get_context("spawn")
+    opened = ctx.Event()
+    writer = ctx.Process(target=_writer_holding_the_lock, args=(store.path, 2.0, opened))
+    writer.start()
+    assert opened.wait(timeout=60)
+    started = time.monotonic()
+    code = cli(["--lake", lake.root, "sql", "SELECT count(*) AS n FROM images"])
+    waited = time.monotonic() - started
+    writer.join(timeout=30)
+    assert code == 0 and "n" in capsys.readouterr().out
+    assert waited > 1.0  # it really had to wait for the writer's lock

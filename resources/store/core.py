@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +86,42 @@ def _migrations() -> list[tuple[int, Path]]:
     return found
 
 
+def _rollback(con: duckdb.DuckDBPyConnection, error: BaseException) -> None:
+    """Roll back after `error`; a failing ROLLBACK is noted on `error`, never raised instead of
+    it (the user must see what aborted the transaction, not "Current transaction is aborted")."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error as exc:
+        error.add_note(f"(the ROLLBACK after this error failed too: {exc})")
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, df: pd.DataFrame) -> Iterator[None]:
+    """`df` visible as view `name` on `con` for the block. After a failed statement DuckDB
+    refuses every other one in the aborted transaction, unregistering included: that refusal is
+    suppressed so the statement's own error propagates (the connection is closed right after)."""
+    con.register(name, df)
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.unregister(name)
+        raise
+    con.unregister(name)
+
+
+# A connection for queries a person types (`ssl-assets sql`): it reads the database and nothing
+# else. `enable_external_access=false` refuses every other file (COPY ... TO, read_csv,
+# read_text, glob, ATTACH, EXPORT, installing extensions); `lock_configuration=true` refuses
+# any SET that would undo it. https://duckdb.org/docs/stable/operations_manual/securing_duckdb/overview
+SANDBOXED_READER_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
 def _check_table(table: str) -> str:
     if table not in TABLES:
         raise ValueError(f"unknown metadata table {table!r}; known: {sorted(TABLES)}")
@@ -103,13 +139,15 @@ class StoreCore(ConfigurableResource):
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _open(
+        self, read_only: bool, config: dict[str, Any] | None = None
+    ) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02
         warned = False
         while True:
             try:
-                return duckdb.connect(self.path, read_only=read_only)
+                return duckdb.connect(self.path, read_only=read_only, config=config or {})
             except duckdb.Error as exc:
                 if not _is_lock_error(exc) or time.monotonic() >= deadline:
                     raise
@@ -136,14 +174,28 @@ class StoreCore(ConfigurableResource):
             con.close()
 
     @contextmanager
+    def sandboxed_reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived read-only connection that can touch no file but the database
+        (`SANDBOXED_READER_CONFIG`), for queries typed by a person. It waits for a writer
+        (retry with backoff, up to `lock_timeout_s`) the way the pipeline's writers wait for a
+        reader, instead of failing at once with a lock error."""
+        if not Path(self.path).is_file():
+            raise FileNotFoundError(f"{self.path} does not exist yet: run the pipeline first")
+        con = self._open(read_only=True, config=SANDBOXED_READER_CONFIG)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection inside BEGIN/COMMIT; rolled back on any error, so writes are all-or-none."""
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as exc:
+                _rollback(con, exc)
                 raise
             con.execute("COMMIT")
 
@@ -170,8 +222,8 @@ class StoreCore(ConfigurableResource):
                         [version, sql_path.name, utcnow()],
                     )
                     con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
+                except BaseException as exc:
+                    _rollback(con, exc)
                     raise
             _MIGRATED.add(key)
 
@@ -224,11 +276,8 @@ class StoreCore(ConfigurableResource):
         _check_table(table)
         if df.empty:
             return
-        con.register("_incoming", df)
-        try:
+        with registered(con, "_incoming", df):
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")  # noqa: S608
-        finally:
-            con.unregister("_incoming")
 
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import hashlib
 
 import pandas as pd
 
-from resources.store.core import Queries
+from resources.store.core import Queries, registered
 from resources.store.sql import sql
 
 
@@ -75,11 +75,8 @@ class CurationQueries(Queries):
     def import_overrides(self, rows: pd.DataFrame) -> int:
         """Append rows (image_id, action, who, why) not recorded before; returns how many."""
         with self.transaction() as con:
-            con.register("_overrides", rows)
-            try:
+            with registered(con, "_overrides", rows):
                 added = con.execute(sql("curation", "import_overrides")).fetchone()
-            finally:
-                con.unregister("_overrides")
         return int(added[0]) if added else 0
 
     # -- splits and the include decision -------------------------------------------------------

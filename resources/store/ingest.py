@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from resources.store.core import Queries, utcnow
+from resources.store.core import Queries, registered, utcnow
 from resources.store.sql import sql
 
 
@@ -20,8 +20,8 @@ class IngestQueries(Queries):
         if not image_ids:
             return set()
         with self.connect() as con:
-            con.register("_ids", pd.DataFrame({"image_id": list(image_ids)}))
-            rows = con.execute(sql("ingest", "known_image_ids"), [exclude_batch]).fetchall()
+            with registered(con, "_ids", pd.DataFrame({"image_id": list(image_ids)})):
+                rows = con.execute(sql("ingest", "known_image_ids"), [exclude_batch]).fetchall()
         return {r[0] for r in rows}
 
     def write_raw_batch(
@@ -46,11 +46,9 @@ class IngestQueries(Queries):
                 con.execute(f"DELETE FROM {table} WHERE batch = ?", [batch])  # noqa: S608
                 self.insert(con, table, df.assign(batch=batch, **stamp, **{time_col: now}))
             if not labels.empty:
-                con.register("_new_labels", labels.assign(batch=batch, **stamp, recorded_at=now))
-                try:
+                new = labels.assign(batch=batch, **stamp, recorded_at=now)
+                with registered(con, "_new_labels", new):
                     con.execute(sql("ingest", "append_new_labels"))
-                finally:
-                    con.unregister("_new_labels")
 
     def batch_manifest(self, batch: str) -> pd.DataFrame:
         """Every manifest row of one batch, by relative path."""
@@ -92,6 +90,10 @@ class IngestQueries(Queries):
     def admitted_batches(self) -> list[str]:
         """Batches whose latest gate decision admitted them: the only ones later stages read."""
         return self.query(sql("ingest", "admitted_batches"))["batch"].tolist()
+
+    def decided_batches(self) -> set[str]:
+        """Batches whose gates reached an admission decision (admitted or not)."""
+        return set(self.query(sql("ingest", "decided_batches"))["batch"])
 
     def settled_batches(self, version: str) -> set[str]:
         """Batches with nothing left to ingest: rejected, or admitted and catalogued at `version`."""

@@ -18,11 +18,15 @@ SELECT * FROM images WHERE batch = ? ORDER BY rel_path;
 SELECT admitted, reason FROM batch_status WHERE batch = ?;
 
 -- name: ok_images
-SELECT image_id, rel_path, content_hash FROM images
+SELECT image_id, rel_path, content_hash, bytes FROM images
 WHERE batch = ? AND status = 'ok' ORDER BY rel_path;
 
 -- name: admitted_batches
 SELECT batch FROM admitted_batches ORDER BY batch;
+
+-- name: decided_batches
+-- Batches with an admission decision (admitted or not).
+SELECT DISTINCT batch FROM batches;
 
 -- name: settled_batches
 -- Batches with nothing left to ingest: rejected by their gate, or admitted and catalogued.

@@ -516,11 +516,11 @@ def _contenders(lake: LakeResource, metadata: MetadataStore):
     challenger_row = metadata.latest_finetuned()
     if challenger_row is None:
         raise Failure("no fine-tuned model to judge: materialize finetuned_model first")
-    challenger, chal_meta = load_finetuned(lake.path(challenger_row["path"]))
+    challenger, chal_meta = load_finetuned(lake.verified_model_path(challenger_row))
     champion_row = metadata.current_champion()
     champion, note = None, None
     if champion_row is not None and champion_row["model_id"] != challenger_row["model_id"]:
-        champion, champ_meta = load_finetuned(lake.path(champion_row["path"]))
+        champion, champ_meta = load_finetuned(lake.verified_model_path(champion_row))
         if list(champ_meta["class_names"]) != list(chal_meta["class_names"]):
             champion = None
             note = (
@@ -663,7 +663,7 @@ def _decision_metadata(
             metadata.gate_counts().to_dict("records"),
             reasons,
         )
-        card_md = write_model_card(lake.path(champ_now["path"]), info).read_text()
+        card_md = write_model_card(lake.model_path(champ_now["path"]), info).read_text()
     test_acc = decision.reported.get("test_accuracy")
     return {
         "challenger": challenger_id,

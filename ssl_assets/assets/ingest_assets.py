@@ -57,6 +57,11 @@ class RawImagesConfig(Config):
         description="Images with more pixels are quarantined as too_many_pixels "
         "(None: the profile's max_pixels).",
     )
+    max_file_bytes: int | None = Field(
+        default=None,
+        description="Larger files are quarantined as file_too_large without being read "
+        "(None: the profile's max_file_bytes).",
+    )
     max_quarantine_fraction: float = Field(
         default=thresholds.RAW_MAX_QUARANTINE_FRACTION,
         description="Blocking gate: a batch with a larger quarantined share is not admitted.",
@@ -147,8 +152,13 @@ def raw_images(
         raise Failure(f"landing/{batch}/ does not exist under {lake.landing_dir}")
     import_gx_in_background()  # overlaps the decoding below; the gates need it after
     spec = image_spec.spec if config.stage_catalog else None
-    max_pixels = config.max_pixels or profile.max_pixels
-    manifest, decoded = scan_and_decode(batch_dir, batch, max_pixels, spec)
+    manifest, decoded = scan_and_decode(
+        batch_dir,
+        batch,
+        config.max_pixels or profile.max_pixels,
+        spec,
+        max_file_bytes=config.max_file_bytes or profile.max_file_bytes,
+    )
     ids = manifest["image_id"].tolist()
     labels, label_rejects = read_labels(
         batch_dir, batch, ids, lambda wanted: metadata.known_image_ids(wanted, exclude_batch=batch)

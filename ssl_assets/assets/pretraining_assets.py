@@ -115,9 +115,14 @@ def _train_config(
 def _launch_command(processes: int, job_path: Path) -> list[str]:
     entry = ["-m", "ssl_assets.ml.entrypoint", "--job", str(job_path)]
     if processes <= 1:
-        return [sys.executable, *entry]
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    return [torchrun, "--standalone", f"--nproc_per_node={processes}", "--max-restarts=0", *entry]
+        command = [sys.executable, *entry]
+    else:
+        torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+        command = [torchrun, "--standalone", f"--nproc_per_node={processes}", "--max-restarts=0"]
+        command += entry
+    # through the launcher: the trainer dies with this step's process (ssl_assets.ml.launch)
+    launch = [sys.executable, "-m", "ssl_assets.ml.launch", "--parent", str(os.getpid()), "--"]
+    return [*launch, *command]
 
 
 def _train(
@@ -274,7 +279,8 @@ def ssl_encoder(
     from ssl_assets.ml.config import config_hash
 
     data, warm = _inputs(config, lake, metadata, image_spec)
-    warm_path = lake.path(warm["path"]) if warm is not None else None
+    # the champion of this lake, its weights verified against the registry's content hash
+    warm_path = lake.verified_model_path(warm) if warm is not None else None
     cfg = _train_config(config, profile, compute, data.images)
     # The world size changes how batches are split (and BatchNorm statistics), so a checkpoint
     # only resumes under the same number of processes.

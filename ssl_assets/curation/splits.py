@@ -33,6 +33,16 @@ class SplitConfig:
             raise ValueError(f"split fractions must be >= 0 and sum to 1: {self}")
 
 
+def split_pin(value: object) -> str | None:
+    """The split an image is pinned to, or None when it has no pin.
+
+    A missing pin arrives as None, NaN (pandas 3 keeps missing text as NaN, and NaN is truthy)
+    or pd.NA (truthiness raises), or "" from a CSV: all of them mean "no pin"."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return str(value).strip() or None
+
+
 def hash_split(pixel_hash: str, config: SplitConfig) -> str:
     """Deterministic split of a picture, from its pixel hash and the configured fractions."""
     u = int(hashlib.sha256(f"{config.seed}:{pixel_hash}".encode()).hexdigest()[:12], 16) / 16**12
@@ -47,33 +57,35 @@ def assign_splits(
     """Splits of new images.
 
     `groups`: one row per new image with image_id, group_id, role, linked_groups, pixel_hash and
-    pin (a split or None), in curation order. `group_splits`: split of every existing group.
+    pin (a split; None, NaN, pd.NA or "" when unpinned), in curation order. `group_splits`: split of every existing group.
     Returns `SPLIT_COLUMNS` rows for the new images.
     """
     known = dict(group_splits)
+    pins = [split_pin(p) for p in groups["pin"]]
     # Representatives first: they fix their new group's split.
-    for row in groups[groups["role"] == "representative"].itertuples(index=False):
-        known[row.group_id] = row.pin or hash_split(row.pixel_hash, config)
+    for row, pin in zip(groups.itertuples(index=False), pins, strict=True):
+        if row.role == "representative":
+            known[row.group_id] = pin or hash_split(row.pixel_hash, config)
     out = []
-    for row in groups.itertuples(index=False):
+    for row, pin in zip(groups.itertuples(index=False), pins, strict=True):
         group_split = known.get(row.group_id)
         if group_split is None:  # a member whose representative is not new (defensive)
-            group_split = known[row.group_id] = row.pin or hash_split(row.pixel_hash, config)
+            group_split = known[row.group_id] = pin or hash_split(row.pixel_hash, config)
         linked_splits = sorted({known[g] for g in (row.linked_groups or []) if g in known})
         problems = []
         if len(linked_splits) > 1:
             problems.append(f"duplicates in groups of splits {linked_splits}")
-        if row.pin and row.pin != group_split:
-            problems.append(f"pinned {row.pin} but its duplicate group is in {group_split}")
+        if pin and pin != group_split:
+            problems.append(f"pinned {pin} but its duplicate group is in {group_split}")
         if row.role == "representative":
-            source = "pin" if row.pin else "hash"
+            source = "pin" if pin else "hash"
         else:
-            source = "pin" if row.pin and problems else "group"
+            source = "pin" if pin and problems else "group"
         out.append(
             {
                 "image_id": row.image_id,
                 "group_id": row.group_id,
-                "split": row.pin if (row.pin and problems) else group_split,
+                "split": pin if (pin and problems) else group_split,
                 "source": source,
                 "cross_split": bool(problems),
                 "detail": "; ".join(problems) or None,

@@ -22,11 +22,34 @@ from PIL import Image, ImageOps
 
 Aspect = Literal["pad", "center_crop", "stretch"]
 
+#: Largest canonical resolution (and model input size) accepted, from config or from a model
+#: directory's JSON. Why 1024: the catalogs here are 32-64 px and a photo profile would use
+#: 256-px catalogs with 224-px crops, so 1024 leaves 4x headroom; yet it bounds what a
+#: malformed or hostile model.json can ask for (30,000 px made predicting one image take 45 s
+#: and 13.8 GB; at 1024 px one image is 3 MB of uint8, 12 MB as float32).
+MAX_RESOLUTION = 1024
+
+
+def check_resolution(value: object, what: str = "resolution") -> int:
+    """`value` as a resolution in pixels, a whole number in 1..MAX_RESOLUTION; else ValueError."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a whole number of pixels, got {value!r}")
+    if not 1 <= value <= MAX_RESOLUTION:
+        raise ValueError(f"{what} {value} is outside 1..{MAX_RESOLUTION} pixels")
+    return value
+
 
 @dataclass(frozen=True)
 class CanonicalSpec:
     resolution: int = 32
     aspect: Aspect = "pad"
+
+    def __post_init__(self) -> None:
+        check_resolution(self.resolution, "canonical resolution")
+        if self.aspect not in ASPECTS:
+            raise ValueError(f"unknown aspect handling {self.aspect!r}; use one of {ASPECTS}")
 
     @property
     def version(self) -> str:

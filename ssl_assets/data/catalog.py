@@ -24,6 +24,7 @@ import pandas as pd
 from ssl_assets.atomic import write_atomic
 from ssl_assets.curation.hashing import pixel_hash
 from ssl_assets.data.canonical import CanonicalSpec, canonicalise, decode_rgb
+from ssl_assets.data.landed import LandedFileError, read_landed
 
 
 @dataclass
@@ -36,15 +37,26 @@ class BatchCatalog:
 def build_batch_catalog(
     batch_dir: Path, ok_rows: pd.DataFrame, spec: CanonicalSpec
 ) -> BatchCatalog:
-    """Decode the manifest's ok rows (image_id, rel_path, content_hash) of one batch."""
+    """Decode the manifest's ok rows (image_id, rel_path, content_hash, optional bytes) of one
+    batch. A file is read only while it is still a regular file no larger than it was at
+    ingestion (without `bytes`: the profile's file-size cap)."""
+    from ssl_assets.profiles import get_profile
+
     batch_dir = batch_dir.resolve()
+    max_bytes = get_profile().max_file_bytes
 
     def decode(row) -> tuple[np.ndarray, str, int, int] | tuple[None, str, str]:
         path = (batch_dir / row.rel_path).resolve()
         if not path.is_relative_to(batch_dir) or path.is_symlink():
             return None, "outside_batch", str(path)
         try:
-            data = path.read_bytes()
+            # Ingestion read a regular file of this size: anything else changed since.
+            recorded = getattr(row, "bytes", None)
+            limit = max_bytes if recorded is None or pd.isna(recorded) else int(recorded)
+            data = read_landed(path, limit)
+        except LandedFileError as exc:
+            reason = "changed_since_ingest" if exc.reason == "file_too_large" else exc.reason
+            return None, reason, exc.detail
         except OSError as exc:
             return None, "unreadable", str(exc)
         if hashlib.sha256(data).hexdigest() != row.content_hash:

@@ -1,7 +1,8 @@
 """Inspect every file of a landed batch and say, per file, whether it is a usable image.
 
 One manifest row per file occurrence. Nothing here writes to the landing zone: files are opened
-read-only, symlinks are never followed, and every problem becomes a `quarantined` row with a
+read-only, symlinks are never followed, only regular files up to a size cap are opened at all
+(`ssl_assets.data.landed`), and every problem becomes a `quarantined` row with a
 machine-readable `reason` (and the decoder's own words in `detail`) instead of an exception.
 
 Validation decodes each image fully (`Image.load`): a truncated JPEG is only found that way.
@@ -28,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from ssl_assets.curation.hashing import pixel_hash
 from ssl_assets.data.canonical import CanonicalSpec, canonicalise, rgb_pixels
 from ssl_assets.data.catalog import BatchCatalog
+from ssl_assets.data.landed import LandedFileError, check_regular, read_landed
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -43,6 +45,8 @@ SUPPORTED_MODES = frozenset(
 QUARANTINE_REASONS = (
     "symlink",
     "outside_batch",
+    "not_a_regular_file",
+    "file_too_large",
     "unsupported_extension",
     "empty_file",
     "unreadable",
@@ -174,16 +178,31 @@ def _walk(batch_dir: Path) -> list[tuple[str, str, bool]]:
     return sorted(found)
 
 
-def scan_batch(batch_dir: Path, batch: str, max_pixels: int) -> pd.DataFrame:
+def scan_batch(
+    batch_dir: Path, batch: str, max_pixels: int, max_file_bytes: int | None = None
+) -> pd.DataFrame:
     """Inspect every file under `batch_dir` (any nesting) and return the manifest."""
-    return scan_and_decode(batch_dir, batch, max_pixels)[0]
+    return scan_and_decode(batch_dir, batch, max_pixels, max_file_bytes=max_file_bytes)[0]
 
 
 def scan_and_decode(
-    batch_dir: Path, batch: str, max_pixels: int, spec: CanonicalSpec | None = None
+    batch_dir: Path,
+    batch: str,
+    max_pixels: int,
+    spec: CanonicalSpec | None = None,
+    max_file_bytes: int | None = None,
 ) -> tuple[pd.DataFrame, BatchCatalog | None]:
     """The manifest of every file under `batch_dir` and, with `spec`, the catalog of its ok
-    images (canonical arrays in manifest order, pixel hashes, sizes after EXIF orientation)."""
+    images (canonical arrays in manifest order, pixel hashes, sizes after EXIF orientation).
+
+    Only regular files are opened (a FIFO, socket or device is `not_a_regular_file`), and only
+    when at most `max_file_bytes` long (`file_too_large`; default: the active profile's cap),
+    both judged from the file's metadata before anything is read.
+    """
+    if max_file_bytes is None:
+        from ssl_assets.profiles import get_profile
+
+        max_file_bytes = get_profile().max_file_bytes
     batch_dir = batch_dir.resolve()
 
     def inspect(entry: tuple[str, str, bool]) -> _Row:
@@ -198,15 +217,24 @@ def scan_and_decode(
             )
         # The walk does not descend into linked folders, so a plain file it finds is inside the
         # batch: no per-file realpath needed.
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            return row.quarantine("unreadable", str(exc))
+        try:
+            check_regular(st)  # a FIFO, socket or device is never opened
+        except LandedFileError as exc:
+            return row.quarantine(exc.reason, exc.detail)
+        row.bytes = st.st_size
         suffix = os.path.splitext(rel_path)[1]
         if suffix.lower() not in IMAGE_EXTENSIONS:
-            row.bytes = os.stat(path).st_size
             return row.quarantine(
                 "unsupported_extension", f"{suffix or '(none)'} is not an image extension"
             )
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            data = read_landed(path, max_file_bytes, st)
+        except LandedFileError as exc:
+            return row.quarantine(exc.reason, exc.detail)
         except OSError as exc:
             return row.quarantine("unreadable", str(exc))
         return inspect_image_bytes(row, data, max_pixels, spec)

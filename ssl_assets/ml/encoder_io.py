@@ -70,8 +70,10 @@ def build_from_meta(meta: Mapping[str, Any]) -> nn.Module:
 def load_encoder(out_dir: str | Path, verify: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the encoder saved in `out_dir`; returns `(backbone in eval mode, meta)`.
 
-    With `verify`, the weights' SHA-256 is checked against `encoder.json` when recorded, so a
-    half-copied or swapped weights file fails here instead of giving silently wrong features.
+    With `verify`, the weights' SHA-256 is checked against `encoder.json`, so a half-copied or
+    swapped weights file fails here instead of giving silently wrong features; an
+    `encoder.json` that records no `weights_sha256` is refused too (deleting the line must not
+    switch the check off). Pass `verify=False` to load weights you trust anyway.
     """
     out = Path(out_dir)
     meta_path, weights = out / ENCODER_META, out / ENCODER_WEIGHTS
@@ -79,7 +81,9 @@ def load_encoder(out_dir: str | Path, verify: bool = True) -> tuple[nn.Module, d
         raise FileNotFoundError(f"{out} has no {ENCODER_META} + {ENCODER_WEIGHTS}")
     meta = json.loads(meta_path.read_text())
     expected = meta.get("weights_sha256")
-    if verify and expected and file_sha256(weights) != expected:
+    if verify and not expected:
+        raise ValueError(f"{meta_path} records no weights_sha256: {weights} cannot be verified")
+    if verify and file_sha256(weights) != expected:
         raise ValueError(f"{weights}: SHA-256 differs from the one recorded in {meta_path}")
     backbone = build_from_meta(meta)
     backbone.load_state_dict(load_file(str(weights)), strict=True)

@@ -257,4 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ssl_assets.ml.launch import die_with_parent
+
+    die_with_parent()  # under torchrun: a worker dies with its agent (ssl_assets.ml.launch)
     sys.exit(main())

@@ -21,7 +21,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from ssl_assets.atomic import file_sha256, write_atomic
-from ssl_assets.data.canonical import CanonicalSpec
+from ssl_assets.data.canonical import CanonicalSpec, check_resolution
 from ssl_assets.ml.backbones import build_backbone
 from ssl_assets.ml.evaluate.lora import LORA_TYPES, merge_lora
 from ssl_assets.ml.evaluate.supervised import Classifier
@@ -39,10 +39,16 @@ def canonical_to_dict(spec: CanonicalSpec | Mapping[str, Any]) -> dict[str, Any]
 
 
 def canonical_from_dict(data: Mapping[str, Any]) -> CanonicalSpec:
+    """The `canonical` record of a model directory as a spec; the resolution must be a whole
+    number in 1..MAX_RESOLUTION (`ssl_assets.data.canonical`), so a malformed model.json cannot
+    make serving decode each image to an enormous array."""
+    if not isinstance(data, Mapping) or "resolution" not in data:
+        raise ValueError(f"canonical spec needs a resolution: {data!r}")
     aspect = str(data.get("aspect", "pad"))
     if aspect not in ("pad", "center_crop", "stretch"):
         raise ValueError(f"unknown aspect handling {aspect!r}")
-    return CanonicalSpec(resolution=int(data["resolution"]), aspect=aspect)  # type: ignore[arg-type]
+    resolution = check_resolution(data["resolution"], "canonical resolution")
+    return CanonicalSpec(resolution=resolution, aspect=aspect)  # type: ignore[arg-type]
 
 
 def save_finetuned(
