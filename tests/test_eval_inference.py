@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ssl_assets.atomic import file_sha256
 from ssl_assets.data.canonical import CanonicalSpec, canonicalise, decode_rgb
 from ssl_assets.inference import load_model
 from ssl_assets.ml import encoder_io
@@ -170,7 +171,7 @@ def _malform(model_dir: Path, how: str) -> None:
             tensors = load_file(str(weights))
             tensors["head.weight"] = torch.zeros(7, 3)
             save_file(tensors, str(weights))
-        meta["weights_sha256"] = encoder_io._sha256(weights)  # consistent, so only shape fails
+        meta["weights_sha256"] = file_sha256(weights)  # consistent, so only shape fails
         meta_path.write_text(json.dumps(meta))
     elif how == "huge resolution":
         meta_path.write_text(json.dumps({**meta, "canonical": {"resolution": 30000}}))
