@@ -14,13 +14,15 @@ import importlib
 import math
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from quality.verdict import Verdict
-from resources.metadata import MetadataStore
+
+if TYPE_CHECKING:  # the store is passed in; quality imports nothing above it
+    from resources.metadata import MetadataStore
 
 SAMPLE_VALUES = 5
 

@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 from dagster import ConfigurableResource
 
+from ssl_assets.data.landed import READY_MARKER
+
 LAKE_ENV = "SSL_LAKE"
 METADATA_ENV = "SSL_METADATA"
 DEFAULT_LAKE = "lake"
-READY_MARKER = "_READY"
 _BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

@@ -14,12 +14,12 @@ from ssl_assets.curation.hashing import (
     dhash64,
     hamming,
     phash64,
-    pixel_hash,
     popcount64,
     resample_matrix,
     resize,
 )
 from ssl_assets.curation.near_duplicates import DEFAULT_MAX_DISTANCE
+from ssl_assets.data.canonical import pixel_hash
 
 
 def smooth_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:

@@ -10,6 +10,7 @@ from dagster import AssetCheckSeverity
 
 from quality.gates import bounds_verdict, record_check, suite_verdict
 from quality.suites import raw_images_suite
+from ssl_assets.data.manifest import MANIFEST_COLUMNS, QUARANTINE_REASONS
 
 
 def _manifest(n_ok: int, n_bad: int) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def _suite(store, df, blocking=True):
         df,
         check_name="raw_manifest_suite",
         suite_name="raw_images",
-        expectations=raw_images_suite(0.2),
+        expectations=raw_images_suite(0.2, MANIFEST_COLUMNS, QUARANTINE_REASONS),
     )
     return record_check(store, "raw_images", verdict, partition="b", run_id="r1", blocking=blocking)
 
@@ -118,7 +119,10 @@ def test_every_gate_kind_goes_through_one_recorder_keyed_by_check_name(store):
         for name, rule in (("challenger_not_worse", "not_worse"), ("collapse", "collapse_check"))
     ]
     suite = suite_verdict(
-        _manifest(3, 0), check_name="suite", suite_name="s", expectations=raw_images_suite(0.2)
+        _manifest(3, 0),
+        check_name="suite",
+        suite_name="s",
+        expectations=raw_images_suite(0.2, MANIFEST_COLUMNS, QUARANTINE_REASONS),
     )
     bound = bounds_verdict(check_name="bound", metric="m", value=1, max_value=0)
     for verdict in [suite, bound, *audit, *champion]:

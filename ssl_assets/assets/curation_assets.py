@@ -44,7 +44,7 @@ from ssl_assets.curation.dedup import (
     group_tables,
     new_and_old,
 )
-from ssl_assets.curation.embedders import semantic_embedder
+from ssl_assets.curation.embedders import pinned_embedder
 from ssl_assets.curation.features import catalog_tables, image_features
 from ssl_assets.curation.image_issues import (
     ISSUES,
@@ -261,6 +261,15 @@ DUPLICATES_SCHEMA = TableSchema(
 )
 
 
+def _embedder(name: str, lake: LakeResource):
+    """The semantic tier's embedder: the pinned one, or a named encoder pinned instead."""
+    if name == "pinned":
+        return pinned_embedder(lake.read_rows)
+    from ssl_assets.ml.evaluate.features import encoder_embedder
+
+    return encoder_embedder(lake.model_dir(name), lake.read_rows)
+
+
 def _groups(
     config: DuplicatesConfig,
     lake: LakeResource,
@@ -277,7 +286,7 @@ def _groups(
         seed=config.seed,
     )
     with refused():
-        embed, embedder = semantic_embedder(config.embedder, lake.read_rows, lake.model_dir)
+        embed, embedder = _embedder(config.embedder, lake)
         if new.empty:
             return None, None, embedder
         edges = find_edges(new, embed(new), old, embed(old), cfg)

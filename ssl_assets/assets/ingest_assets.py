@@ -24,7 +24,7 @@ from resources.lake import LakeResource
 from resources.metadata import MetadataStore
 from resources.settings import ImageSpecResource
 from ssl_assets.data.catalog import save_staged_catalog
-from ssl_assets.data.manifest import scan_and_decode
+from ssl_assets.data.manifest import MANIFEST_COLUMNS, QUARANTINE_REASONS, scan_and_decode
 from ssl_assets.data.sidecars import read_attributes, read_labels
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
 from ssl_assets.profiles import Profile
@@ -209,7 +209,9 @@ def _gates(
             stored,
             check_name="raw_manifest_suite",
             suite_name="raw_images",
-            expectations=raw_images_suite(config.max_quarantine_fraction),
+            expectations=raw_images_suite(
+                config.max_quarantine_fraction, MANIFEST_COLUMNS, QUARANTINE_REASONS
+            ),
             extra_details={"quarantine_fraction": fraction, "quarantined_by_reason": by_reason},
         ),
         bounds_verdict(

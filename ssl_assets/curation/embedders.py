@@ -1,15 +1,15 @@
-"""Which embedder the semantic duplicate tier uses: the pinned one, or a named encoder.
+"""The pinned embedder's vectors as curation reads them: one version at a time, or a refusal.
 
-Why a choice at all: the pinned embedder (`semantic.pinned_embed`, computed once at cataloging)
-is cheap and never changes, so duplicate groups and splits never move. A trained encoder finds
-more semantic copies; pinning one by id keeps the same guarantee (a fixed, named model), and the
-graph keeps no edge from training back to curation.
+Why: the pinned embedder (`semantic.pinned_embed`, computed once at cataloging) is cheap and never
+changes, so duplicate groups and splits never move. The semantic tier may instead pin a named,
+trained encoder (`ssl_assets.ml.evaluate.features.encoder_embedder`, chosen by the asset): a
+fixed model, so the same guarantee holds and the graph keeps no edge from training back to
+curation. Either way the tier sees an `Embed`: catalog rows in, unit vectors out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,42 +30,17 @@ def check_pinned_versions(rows: pd.DataFrame) -> None:
         )
 
 
-def semantic_embedder(
-    name: str,
-    read_rows: Callable[[pd.DataFrame, str], np.ndarray],
-    model_dir: Callable[[str], Path],
-) -> tuple[Embed, str]:
-    """(embed(catalog rows) -> unit vectors, the name recorded with every group).
+def pinned_embedder(read_rows: Callable[[pd.DataFrame, str], np.ndarray]) -> tuple[Embed, str]:
+    """(embed(catalog rows) -> the pinned embeddings computed at cataloging, its version).
+    `read_rows(rows, suffix)` reads catalog arrays (".pinned.npy" for the embeddings)."""
 
-    `name` is "pinned" or the id of an encoder whose directory is `model_dir(name)`;
-    `read_rows(rows, suffix)` reads catalog arrays (pixels for ".npy", pinned embeddings for
-    ".pinned.npy")."""
-    if name == "pinned":
-
-        def pinned(rows: pd.DataFrame) -> np.ndarray:
-            if rows.empty:
-                return np.zeros((0, EMBEDDING_DIM), np.float32)
-            check_pinned_versions(rows)
-            return read_rows(rows, ".pinned.npy")
-
-        return pinned, PINNED_EMBEDDER_VERSION
-    from ssl_assets.ml.encoder_io import ENCODER_META, load_encoder
-    from ssl_assets.ml.evaluate.features import embed_images
-
-    directory = model_dir(name)
-    if not (directory / ENCODER_META).is_file():
-        raise ValueError(
-            f"embedder {name!r} is neither 'pinned' nor an encoder in {directory.parent}"
-        )
-    backbone, meta = load_encoder(directory)
-
-    def encoder(rows: pd.DataFrame) -> np.ndarray:
+    def pinned(rows: pd.DataFrame) -> np.ndarray:
         if rows.empty:
-            return np.zeros((0, int(meta["out_dim"])), np.float32)
-        features = embed_images(backbone, read_rows(rows, ".npy"), meta["preprocessing"])
-        return features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        check_pinned_versions(rows)
+        return read_rows(rows, ".pinned.npy")
 
-    return encoder, f"encoder:{name}:{meta.get('weights_sha256', '')[:12]}"
+    return pinned, PINNED_EMBEDDER_VERSION
 
 
 def pinned_embeddings(

@@ -18,7 +18,6 @@ The grayscale/resize helpers are public because `semantic` and `image_issues` re
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 
 import numpy as np
@@ -128,20 +127,6 @@ def dhash64(images: np.ndarray) -> np.ndarray:
         bits = small[:, :, 1:] > small[:, :, :-1]
         out[part] = _pack_bits(bits.reshape(-1, 64))
     return out
-
-
-def pixel_hash(rgb: np.ndarray) -> str:
-    """SHA-256 hex digest of an H x W x 3 uint8 image's shape and decoded pixel bytes.
-
-    Two files hash equal iff they decode to the same pixels at native resolution, whatever their
-    format or metadata.
-    """
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
-    digest = hashlib.sha256(f"rgb8:{rgb.shape[0]}x{rgb.shape[1]}:".encode())
-    digest.update(np.ascontiguousarray(rgb).tobytes())
-    return digest.hexdigest()
 
 
 _BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)

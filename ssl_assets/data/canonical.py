@@ -13,6 +13,7 @@ JPEG-with-metadata decodes to the same native pixels (what exact deduplication h
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from typing import Literal
@@ -115,3 +116,17 @@ def canonicalise(rgb: np.ndarray, spec: CanonicalSpec) -> np.ndarray:
         top, left = (nh - r) // 2, (nw - r) // 2
         out[:] = resized[top : top + r, left : left + r]
     return out
+
+
+def pixel_hash(rgb: np.ndarray) -> str:
+    """SHA-256 hex digest of an H x W x 3 uint8 image's shape and decoded pixel bytes.
+
+    Two files hash equal iff they decode to the same pixels at native resolution, whatever their
+    format or metadata.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
+    digest = hashlib.sha256(f"rgb8:{rgb.shape[0]}x{rgb.shape[1]}:".encode())
+    digest.update(np.ascontiguousarray(rgb).tobytes())
+    return digest.hexdigest()

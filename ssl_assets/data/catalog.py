@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ssl_assets.atomic import write_atomic
-from ssl_assets.curation.hashing import pixel_hash
-from ssl_assets.data.canonical import CanonicalSpec, canonicalise, decode_rgb
+from ssl_assets.data.canonical import CanonicalSpec, canonicalise, decode_rgb, pixel_hash
 from ssl_assets.data.landed import LandedFileError, read_landed
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from resources.lake import READY_MARKER
+from ssl_assets.data.landed import READY_MARKER
 
 BATCHES = ("digits-001", "digits-002")
 FIRST_BATCH_SHARE = 0.6

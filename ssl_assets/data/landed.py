@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 import stat
 
+#: written last into a batch folder: the batch is complete and may be picked up
+READY_MARKER = "_READY"
+
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISSOCK, "a socket"),

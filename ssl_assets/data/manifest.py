@@ -26,16 +26,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from ssl_assets.curation.hashing import pixel_hash
-from ssl_assets.data.canonical import CanonicalSpec, canonicalise, rgb_pixels
+from ssl_assets.data.canonical import CanonicalSpec, canonicalise, pixel_hash, rgb_pixels
 from ssl_assets.data.catalog import BatchCatalog
-from ssl_assets.data.landed import LandedFileError, check_regular, read_landed
+from ssl_assets.data.landed import READY_MARKER, LandedFileError, check_regular, read_landed
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
 # Sidecar files that belong to the landing conventions, not images.
-CONTROL_FILES = frozenset({"_READY", "labels.csv", "metadata.csv"})
+CONTROL_FILES = frozenset({READY_MARKER, "labels.csv", "metadata.csv"})
 # Modes we can turn into RGB without guessing a scale (16-bit, 32-bit int and float images need a
 # user's decision on how to map them to 8 bits, so they are quarantined with a clear reason).
 SUPPORTED_MODES = frozenset(

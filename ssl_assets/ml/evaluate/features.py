@@ -13,10 +13,12 @@ figures watched during training are computed exactly like the ones reported afte
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -127,3 +129,26 @@ def encode_labels(values: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
     names = sorted({str(v) for v in values})
     index = {name: i for i, name in enumerate(names)}
     return np.asarray([index[str(v)] for v in values], dtype=np.int64), names
+
+
+def encoder_embedder(
+    model_dir: Path, read_pixels: Callable[[pd.DataFrame], np.ndarray]
+) -> tuple[Callable[[pd.DataFrame], np.ndarray], str]:
+    """(embed(catalog rows) -> unit vectors from a trained encoder, the name recorded with what
+    it decided): how curation's semantic tier pins a named encoder instead of the cheap pinned
+    embedding. `read_pixels(rows)` reads the rows' canonical pixels."""
+    from ssl_assets.ml.encoder_io import ENCODER_META, load_encoder
+
+    if not (model_dir / ENCODER_META).is_file():
+        raise ValueError(
+            f"{model_dir.name!r} is neither 'pinned' nor an encoder in {model_dir.parent}"
+        )
+    backbone, meta = load_encoder(model_dir)
+
+    def embed(rows: pd.DataFrame) -> np.ndarray:
+        if rows.empty:
+            return np.zeros((0, int(meta["out_dim"])), np.float32)
+        features = embed_images(backbone, read_pixels(rows), meta["preprocessing"])
+        return features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+
+    return embed, f"encoder:{model_dir.name}:{meta.get('weights_sha256', '')[:12]}"
