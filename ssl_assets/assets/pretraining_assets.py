@@ -59,7 +59,11 @@ class PretrainConfig(Config):
     objective_json: str = Field(
         default="{}", description="objective keyword arguments as JSON (hybrid: components)"
     )
-    backbone: str = Field(default="small_cnn", description="small_cnn | resnet18 | resnet50 | vit")
+    backbone: str | None = Field(
+        default=None,
+        description="small_cnn | resnet18 | resnet50 | vit | auto (resnet50 on CUDA, resnet18 "
+        "on CPU); None: the profile's pretrain_backbone",
+    )
     backbone_json: str = Field(default="{}", description="backbone keyword arguments as JSON")
     epochs: int | None = Field(default=None, description="None: the profile's pretrain_epochs")
     batch_size: int | None = Field(
@@ -69,7 +73,9 @@ class PretrainConfig(Config):
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
     accumulate: int = 1
-    channels_last: bool = False
+    channels_last: bool = Field(
+        default=False, description="also on when the compute resource says so (CUDA)"
+    )
     compile: bool = False
     seed: int = 0
     checkpoint_every: int = 50
@@ -86,6 +92,7 @@ def _train_config(
     config: PretrainConfig, profile: Profile, compute: ComputeResource, n_train: int
 ) -> Any:
     """The plain `TrainConfig` of this run (torch is imported here, not at load time)."""
+    from ssl_assets.ml.backbones import resolve_backbone_name
     from ssl_assets.ml.config import TrainConfig
 
     ranks = config.processes * config.accumulate
@@ -93,7 +100,9 @@ def _train_config(
     return TrainConfig(
         method=config.method or profile.pretrain_method,
         objective=json.loads(config.objective_json),
-        backbone=config.backbone,
+        backbone=resolve_backbone_name(
+            config.backbone or profile.pretrain_backbone, compute.torch_device()
+        ),
         backbone_kwargs=json.loads(config.backbone_json),
         epochs=config.epochs or profile.pretrain_epochs,
         # a global batch no larger than the data, divisible by ranks x accumulation steps
@@ -105,7 +114,7 @@ def _train_config(
         device=compute.device,
         num_threads=compute.threads,
         accumulate=config.accumulate,
-        channels_last=config.channels_last,
+        channels_last=config.channels_last or compute.use_channels_last(),
         compile=config.compile,
         seed=config.seed,
         checkpoint_every=config.checkpoint_every,
@@ -308,7 +317,7 @@ def ssl_encoder(
             **reported,
             "model_id": model_id,
             "method": cfg.method,
-            "backbone": config.backbone,
+            "backbone": cfg.backbone,
             "train_images": data.images,
             "processes": config.processes,
             "epoch_reports": epoch_reports,
