@@ -1,11 +1,14 @@
-"""The photo setting's data path: canonical photos without constant borders."""
+"""The photo setting's data path: canonical photos without constant borders, and training
+images read a batch at a time from the catalog files (memory flat in the number of images)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ssl_assets.data.canonical import CanonicalSpec, canonicalise
 from ssl_assets.definitions import build_resources
+from ssl_assets.ml.data import ImageSet, StreamedImages, load_images, open_images
 from tests.photo_factory import ASPECTS, photo, photo_size
 
 
@@ -27,3 +30,53 @@ def test_the_photo_profiles_canonical_photos_have_no_constant_border(tmp_path):
         # what the small-image profiles do (pad) is exactly what the photo setting avoids
         padded = canonicalise(np.asarray(img), CanonicalSpec(256, "pad"))
         assert _constant_border_lines(padded) == 2
+
+
+def _catalog(tmp_path, n: int, size: int, seed: int = 0) -> list[list]:
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k, rows in enumerate((n // 2, n - n // 2)):
+        path = tmp_path / f"part{k}.npy"
+        np.save(path, rng.integers(0, 256, (rows, size, size, 3), dtype=np.uint8))
+        parts.append([str(path), list(range(rows - 1, -1, -1))])  # rows in reverse order
+    return parts
+
+
+def test_streamed_batches_equal_the_in_memory_ones(tmp_path):
+    parts = _catalog(tmp_path, 10, 96)
+    memory, streamed = load_images(parts), StreamedImages(parts)
+    assert len(streamed) == len(memory) == 10 and streamed.nbytes == memory.nbytes
+    idx = torch.tensor([7, 0, 3, 3, 9, 5])
+    assert torch.equal(streamed.batch(idx), memory.batch(idx))
+    assert torch.equal(streamed.nhwc(idx), memory.nhwc(idx))
+    streamed.close()
+
+
+def test_photo_sized_catalogs_are_streamed_small_ones_copied(tmp_path):
+    assert isinstance(open_images(_catalog(tmp_path, 4, 32)), ImageSet)
+    assert isinstance(open_images(_catalog(tmp_path, 4, 256)), StreamedImages)
+    assert isinstance(open_images(_catalog(tmp_path, 4, 256), in_memory=True), ImageSet)
+
+
+def test_training_on_streamed_images_ends_with_the_same_weights_as_in_memory(tmp_path):
+    from ssl_assets.ml.config import TrainConfig
+    from ssl_assets.ml.train import train
+
+    parts = _catalog(tmp_path, 16, 80)
+    digests = []
+    for in_memory in (True, False):
+        cfg = TrainConfig(
+            backbone="small_cnn",
+            backbone_kwargs={"widths": [8, 16], "strides": [4, 2], "input_size": 64},
+            objective={"hidden_dim": 16, "out_dim": 8},
+            batch_size=8,
+            max_steps=2,
+            in_memory=in_memory,
+            deterministic=True,
+            num_threads=1,
+            checkpoint_every=0,
+        )
+        result = train(cfg, parts, tmp_path / f"ckpt{in_memory}")
+        assert result.completed and result.step == 2
+        digests.append(result.model_sha256)
+    assert digests[0] == digests[1]
