@@ -263,6 +263,17 @@ class LakeResource(ConfigurableResource):
             )
         return path
 
+    def weights_file(self, row: Mapping[str, Any] | None, model_id: str) -> Path:
+        """The verified weights file of registered model `model_id` (`row`: its `models` row,
+        None when it is not registered): an encoder's `encoder.safetensors`, a fine-tuned
+        model's `model.safetensors`. Raises ValueError for an unknown id."""
+        if row is None:
+            raise ValueError(f"{model_id!r} is not a registered model id")
+        path = self.verified_model_path(row)
+        if path.is_dir():
+            path = next(path / n for n in _WEIGHTS_IN_DIR if (path / n).is_file())
+        return path
+
 
 def unusable_batches_text(lake: LakeResource) -> str:
     """One line naming the ready folders in landing/ that cannot become batches, and why ("" if

@@ -84,6 +84,12 @@ class PretrainConfig(Config):
     warm_start_from_champion: bool = Field(
         default=True, description="start from the current champion encoder when there is one"
     )
+    init_from: str | None = Field(
+        default=None,
+        description="start from these weights instead (continual pretraining): a torchvision "
+        "weights name such as ResNet50_Weights.IMAGENET1K_V2 (from the local torch hub cache, "
+        "never downloaded), a .pth/.safetensors file, or a registered model id",
+    )
     min_std_ratio: float = thresholds.ENCODER_MIN_STD_RATIO
     min_effective_rank: float = thresholds.ENCODER_MIN_EFFECTIVE_RANK
 
@@ -175,14 +181,10 @@ def _train(
 
 
 def _inputs(
-    config: PretrainConfig,
-    lake: LakeResource,
-    metadata: MetadataStore,
-    image_spec: ImageSpecResource,
-) -> tuple[TrainingSet, Any]:
-    """What a run trains on and from: the curated train split (refused while a blocking
-    curation or audit gate's latest verdict is a failure: a data rule, like admission) and the
-    champion's encoder row when warm-starting."""
+    metadata: MetadataStore, lake: LakeResource, image_spec: ImageSpecResource
+) -> TrainingSet:
+    """What a run trains on: the curated train split (refused while a blocking curation or
+    audit gate's latest verdict is a failure: a data rule, like admission)."""
     blocked = metadata.blocking_failures(GATES_BEFORE_PRETRAINING)
     if blocked:
         raise Failure(
@@ -190,11 +192,30 @@ def _inputs(
             metadata={"failed_gates": MetadataValue.json(blocked)},
         )
     with refused():
-        data = training_set(
+        return training_set(
             metadata.training_rows(image_spec.version), image_spec.version, lake.path
         )
+
+
+def _start(
+    config: PretrainConfig, lake: LakeResource, metadata: MetadataStore, backbone: str
+) -> tuple[Path | None, dict]:
+    """The weights training starts from and what the lineage records about them: the
+    `init_from` start when set, else the champion's encoder (its weights verified against the
+    registry) when warm-starting from it, else none."""
+    from ssl_assets.ml.init_from import check_backbone, resolve_start
+
+    if config.init_from:
+        with refused():
+            start = resolve_start(
+                config.init_from, lambda mid: lake.weights_file(metadata.model(mid), mid)
+            )
+            check_backbone(start, backbone)
+        return start.path, {"warm_start": None, "init_from": start.lineage()}
     warm = metadata.current_champion("encoder") if config.warm_start_from_champion else None
-    return data, warm
+    if warm is None:
+        return None, {"warm_start": None, "init_from": None}
+    return lake.verified_model_path(warm), {"warm_start": warm["model_id"], "init_from": None}
 
 
 def _weights_path(lake: LakeResource, model_id: str) -> str:
@@ -287,10 +308,9 @@ def ssl_encoder(
     version, warm start). Resumes from its own checkpoints when re-executed."""
     from ssl_assets.ml.config import config_hash
 
-    data, warm = _inputs(config, lake, metadata, image_spec)
-    # the champion of this lake, its weights verified against the registry's content hash
-    warm_path = lake.verified_model_path(warm) if warm is not None else None
+    data = _inputs(metadata, lake, image_spec)
     cfg = _train_config(config, profile, compute, data.images)
+    warm_path, start = _start(config, lake, metadata, cfg.backbone)
     # The world size changes how batches are split (and BatchNorm statistics), so a checkpoint
     # only resumes under the same number of processes.
     run_hash = config_hash(
@@ -299,7 +319,7 @@ def ssl_encoder(
     model_id = f"enc-{run_hash}"
     context.log.info(
         f"training {model_id}: {cfg.method} on {data.images} images, {config.processes} "
-        f"process(es)" + (f", warm start from {warm['model_id']}" if warm is not None else "")
+        f"process(es), from {(start['init_from'] or {}).get('source') or start['warm_start']}"
     )
     reported, epoch_reports = _train(context, config, lake, data, cfg, run_hash, warm_path)
     lineage = {
@@ -307,7 +327,7 @@ def ssl_encoder(
         "catalog_version": image_spec.version,
         "train_images": data.images,
         "code_version": code_version(),
-        "warm_start": warm["model_id"] if warm is not None else None,
+        **start,
         "run_id": context.run.run_id,
     }
     verdict, history = _register(context, config, lake, metadata, model_id, cfg, lineage)
