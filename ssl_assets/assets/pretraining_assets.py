@@ -53,7 +53,8 @@ class PretrainConfig(Config):
 
     method: str | None = Field(
         default=None,
-        description="simclr | moco | byol | vicreg | dino | mae | hybrid "
+        description="simclr | moco | byol | vicreg | dino | mae | hybrid | distill (a frozen "
+        'teacher, objective_json {"teacher": <init_from source>}) '
         "(None: the profile's pretrain_method)",
     )
     objective_json: str = Field(
@@ -197,25 +198,41 @@ def _inputs(
         )
 
 
-def _start(
-    config: PretrainConfig, lake: LakeResource, metadata: MetadataStore, backbone: str
-) -> tuple[Path | None, dict]:
-    """The weights training starts from and what the lineage records about them: the
-    `init_from` start when set, else the champion's encoder (its weights verified against the
-    registry) when warm-starting from it, else none."""
-    from ssl_assets.ml.init_from import check_backbone, resolve_start
+def _resolve(source: str, lake: LakeResource, metadata: MetadataStore) -> Any:
+    """The `Start` a source names; a registered model id resolves to its verified weights."""
+    from ssl_assets.ml.init_from import resolve_start
 
+    with refused():
+        return resolve_start(source, lambda mid: lake.weights_file(metadata.model(mid), mid))
+
+
+def _start(
+    config: PretrainConfig, lake: LakeResource, metadata: MetadataStore, cfg: Any
+) -> tuple[Path | None, dict]:
+    """The weights training starts from and what the lineage records about them and about a
+    distillation teacher. The start: `init_from` when set, else the champion's encoder (its
+    weights verified against the registry) when warm-starting from it, else none. A teacher
+    (`objective.teacher` of method distill, any init_from source) is pinned in the run's
+    config by path and SHA-256, so the trainer needs no registry and another teacher is
+    another run."""
+    from ssl_assets.ml.init_from import check_backbone
+
+    lineage: dict = {"warm_start": None, "init_from": None, "teacher": None}
+    if cfg.method == "distill":
+        if not cfg.objective.get("teacher"):
+            raise Failure('method distill needs objective_json {"teacher": <init_from source>}')
+        teacher = _resolve(str(cfg.objective["teacher"]), lake, metadata)
+        cfg.objective.update(teacher=str(teacher.path), teacher_sha256=teacher.sha256)
+        lineage["teacher"] = teacher.lineage()
     if config.init_from:
+        start = _resolve(config.init_from, lake, metadata)
         with refused():
-            start = resolve_start(
-                config.init_from, lambda mid: lake.weights_file(metadata.model(mid), mid)
-            )
-            check_backbone(start, backbone)
-        return start.path, {"warm_start": None, "init_from": start.lineage()}
+            check_backbone(start, cfg.backbone)
+        return start.path, {**lineage, "init_from": start.lineage()}
     warm = metadata.current_champion("encoder") if config.warm_start_from_champion else None
     if warm is None:
-        return None, {"warm_start": None, "init_from": None}
-    return lake.verified_model_path(warm), {"warm_start": warm["model_id"], "init_from": None}
+        return None, lineage
+    return lake.verified_model_path(warm), {**lineage, "warm_start": warm["model_id"]}
 
 
 def _weights_path(lake: LakeResource, model_id: str) -> str:
@@ -310,7 +327,7 @@ def ssl_encoder(
 
     data = _inputs(metadata, lake, image_spec)
     cfg = _train_config(config, profile, compute, data.images)
-    warm_path, start = _start(config, lake, metadata, cfg.backbone)
+    warm_path, start = _start(config, lake, metadata, cfg)
     # The world size changes how batches are split (and BatchNorm statistics), so a checkpoint
     # only resumes under the same number of processes.
     run_hash = config_hash(

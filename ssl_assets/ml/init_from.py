@@ -91,6 +91,15 @@ def resolve_start(source: str, resolve_model: Callable[[str], Path] | None = Non
         return _torchvision_start(source)
     if source.lower().endswith(_FILE_SUFFIXES) or os.sep in source:
         path = Path(source).expanduser()
+        if path.is_dir():  # an encoder or model directory: its weights file
+            path = next(
+                (
+                    path / n
+                    for n in ("encoder.safetensors", "model.safetensors")
+                    if (path / n).is_file()
+                ),
+                path / "encoder.safetensors",
+            )
         if not path.is_file():
             raise MissingWeightsError(f"init_from {source!r}: no weights file at {path}")
         if not path.name.lower().endswith(_FILE_SUFFIXES):
