@@ -657,6 +657,7 @@ def champion_model(
         reasons = [f"{challenger_id} is already the champion", *reasons]
     elif decision.promote:
         previous = metadata.set_champion(challenger_id, "pipeline", reasons, run_id, scores)
+        _export_champion(context, lake, challenger_row)
     else:
         metadata.refuse_challenger(challenger_id, champion_id, reasons, run_id, scores)
     yield MaterializeResult(
@@ -675,6 +676,19 @@ def champion_model(
         yield record_check(
             metadata, "champion_model", verdict, partition=challenger_id, run_id=run_id
         )
+
+
+def _export_champion(context: AssetExecutionContext, lake: LakeResource, row: pd.Series) -> None:
+    """Write the new champion as ONNX beside its weights (`ssl_assets.ml.export`). A model that
+    cannot be exported is still the better model: the promotion stands, with a warning."""
+    from ssl_assets.ml.export import export_onnx
+
+    try:
+        path = export_onnx(lake.verified_model_path(row))
+    except Exception as exc:  # an exporter limit must not undo a decided promotion
+        context.log.warning(f"champion {row['model_id']} was not exported to ONNX: {exc}")
+        return
+    context.log.info(f"champion {row['model_id']} exported to ONNX: {lake.recorded(path)}")
 
 
 def _decision_metadata(
