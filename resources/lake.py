@@ -209,7 +209,7 @@ class LakeResource(ConfigurableResource):
             order.append(rows.index.to_numpy())
         stacked = np.concatenate(parts)
         out = np.empty_like(stacked)
-        out[np.argsort(np.concatenate(order), kind="stable")] = stacked
+        out[np.concatenate(order)] = stacked  # row k of `stacked` was asked for at order[k]
         return out
 
     # -- the registry's paths: recorded relative to the root, verified when loaded -----------

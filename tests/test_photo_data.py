@@ -80,3 +80,20 @@ def test_training_on_streamed_images_ends_with_the_same_weights_as_in_memory(tmp
         assert result.completed and result.step == 2
         digests.append(result.model_sha256)
     assert digests[0] == digests[1]
+
+
+def test_read_rows_returns_rows_in_the_asked_order_across_arrays(lake):
+    import pandas as pd
+
+    arrays = {}
+    for name in ("a", "b"):
+        path = lake.path("catalog", "v", f"{name}.npy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays[name] = np.arange(5 * 2 * 2 * 3, dtype=np.uint8).reshape(5, 2, 2, 3) + (
+            100 if name == "b" else 0
+        )
+        np.save(path, arrays[name])
+    names, rows = list("aabbab"), [3, 0, 4, 1, 2, 2]
+    catalog = pd.DataFrame({"array_path": [f"catalog/v/{n}.npy" for n in names], "array_row": rows})
+    expected = np.stack([arrays[n][r] for n, r in zip(names, rows, strict=True)])
+    np.testing.assert_array_equal(lake.read_rows(catalog), expected)
