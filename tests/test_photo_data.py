@@ -97,3 +97,28 @@ def test_read_rows_returns_rows_in_the_asked_order_across_arrays(lake):
     catalog = pd.DataFrame({"array_path": [f"catalog/v/{n}.npy" for n in names], "array_row": rows})
     expected = np.stack([arrays[n][r] for n, r in zip(names, rows, strict=True)])
     np.testing.assert_array_equal(lake.read_rows(catalog), expected)
+
+
+def test_embeddings_read_the_catalog_a_batch_at_a_time(lake):
+    import pandas as pd
+
+    from ssl_assets.ml.backbones import build_backbone
+    from ssl_assets.ml.evaluate.features import embed_images
+
+    rng = np.random.default_rng(2)
+    for name in ("a", "b"):
+        path = lake.path("catalog", "r64-center_crop", f"{name}.npy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8))
+    catalog = pd.DataFrame(
+        {
+            "array_path": [f"catalog/r64-center_crop/{n}.npy" for n in "abab"] * 2,
+            "array_row": [0, 4, 1, 3, 2, 2, 4, 0],
+        }
+    )
+    rows = lake.row_batches(catalog)
+    assert rows.shape == (8,)
+    np.testing.assert_array_equal(rows[3:7], lake.read_rows(catalog)[3:7])
+    backbone = build_backbone("small_cnn", widths=[8, 16], strides=[2, 2])
+    whole = embed_images(backbone, lake.read_rows(catalog), batch_size=3)
+    np.testing.assert_array_equal(embed_images(backbone, rows, batch_size=3), whole)

@@ -104,7 +104,7 @@ def image_embeddings(
     catalog = metadata.curated_rows(image_spec.version)
     features = embed_images(
         backbone.to(compute.torch_device()),
-        lake.read_rows(catalog),
+        lake.row_batches(catalog),  # a batch of pixels in memory at a time
         meta["preprocessing"],
         batch_size=config.batch_size,
     )
