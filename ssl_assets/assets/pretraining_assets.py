@@ -223,6 +223,8 @@ def _start(
             raise Failure('method distill needs objective_json {"teacher": <init_from source>}')
         teacher = _resolve(str(cfg.objective["teacher"]), lake, metadata)
         cfg.objective.update(teacher=str(teacher.path), teacher_sha256=teacher.sha256)
+        if teacher.backbone:  # a torchvision name's architecture, once it is only a path
+            cfg.objective.setdefault("teacher_backbone", teacher.backbone)
         lineage["teacher"] = teacher.lineage()
     if config.init_from:
         start = _resolve(config.init_from, lake, metadata)
