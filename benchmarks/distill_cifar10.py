@@ -129,8 +129,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distill-lr", type=float, default=3e-3)
     parser.add_argument("--student-widths", type=int, nargs="+", default=[16, 32, 64, 120])
     parser.add_argument("--student-strides", type=int, nargs="+", default=[2, 2, 2, 1])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (0: torch's default); on a shared 2-core machine two "
+        "OpenMP threads per step mostly wait for each other",
+    )
     parser.set_defaults(fractions=[0.01])
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     started, load_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
     say(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {load_start}")
     with tempfile.TemporaryDirectory(prefix="distill-") as tmp:

@@ -121,9 +121,10 @@ class StreamedImages:
     """
 
     def __init__(self, parts: Sequence[Part]) -> None:
+        self._lock = threading.Lock()
+        self._fds: list[int] = []
         if not parts:
             raise ValueError("no data: the split has no parts")
-        self._fds: list[int] = []
         self._offsets: list[int] = []
         files, rows, label_chunks, have_labels = [], [], [], set()
         shape: tuple[int, ...] | None = None
@@ -160,7 +161,6 @@ class StreamedImages:
         self._file = np.concatenate(files)
         self._row = np.concatenate(rows)
         self.labels = torch.from_numpy(np.concatenate(label_chunks)) if label_chunks else None
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return int(self._row.size)
