@@ -13,14 +13,15 @@ split, 10,000 test images, 45,000 unlabelled images, and 1 %-label linear probes
 - Student: `small_cnn` widths 16-32-64-120, strides 2-2-2-1 (93,056 parameters, 0.24 of the
   teacher's; 120-d features), trained by `ssl_assets.ml.train.train` with method `distill`
   (teacher frozen, same view for both, a linear map to the teacher's 256-d features, one
-  view per image) for `--steps` optimiser steps of batch 256 on the 45,000 unlabelled images,
-  AdamW lr 3e-3, cosine decay after a 5 % warm-up, fp32.
+  view per image) for `--steps` (default 1,500) optimiser steps of batch 256 on the 45,000
+  unlabelled images, AdamW lr 3e-3, cosine decay after a 5 % warm-up, fp32, one torch thread
+  (`--threads`) like the teacher.
 - Probes: `label_efficiency` linear probes (standardised logistic regression, C on val) on the
   frozen features of teacher and student, same label draws; goal: the student keeps at least
   95 % of the teacher's mean 1 %-label test accuracy.
 
     .venv/bin/python benchmarks/distill_cifar10.py                    # 15 min teacher + ~10 min
-    .venv/bin/python benchmarks/distill_cifar10.py --steps 4000       # reuses the saved teacher
+    .venv/bin/python benchmarks/distill_cifar10.py --steps 3000       # reuses the saved teacher
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.description = __doc__.splitlines()[0]
     parser.add_argument("--teacher-dir", type=Path, default=OUT / "cifar-teacher")
     parser.add_argument("--retrain-teacher", action="store_true")
-    parser.add_argument("--steps", type=int, default=3000, help="distillation steps")
+    parser.add_argument("--steps", type=int, default=1500, help="distillation steps")
     parser.add_argument("--distill-lr", type=float, default=3e-3)
     parser.add_argument("--student-widths", type=int, nargs="+", default=[16, 32, 64, 120])
     parser.add_argument("--student-strides", type=int, nargs="+", default=[2, 2, 2, 1])
