@@ -411,7 +411,9 @@ def report(table: pd.DataFrame, budgets: list[LabelBudget]) -> dict[str, float]:
     return diffs
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The protocol's settings (shared with benchmarks/distill_cifar10.py, whose teacher is
+    this benchmark's SimCLR encoder)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="SimCLR training time")
     parser.add_argument(
@@ -444,7 +446,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scratch-epoch-images", type=int, default=5120)
     parser.add_argument("--tarball", type=Path, default=CIFAR)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     started = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]

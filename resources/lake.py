@@ -210,8 +210,14 @@ class LakeResource(ConfigurableResource):
             order.append(rows.index.to_numpy())
         stacked = np.concatenate(parts)
         out = np.empty_like(stacked)
-        out[np.argsort(np.concatenate(order), kind="stable")] = stacked
+        out[np.concatenate(order)] = stacked  # row k of `stacked` was asked for at order[k]
         return out
+
+    def row_batches(self, catalog: pd.DataFrame) -> CatalogRows:
+        """`read_rows(catalog)` one slice at a time: an object with `shape[0]` and
+        `[start:stop]` (what `embed_images` reads in batches), so embedding a catalog of photos
+        holds one batch of pixels in memory, not the whole catalog."""
+        return CatalogRows(self, catalog)
 
     # -- the registry's paths: recorded relative to the root, verified when loaded -----------
 
@@ -263,6 +269,34 @@ class LakeResource(ConfigurableResource):
                 "(restore them, or promote or retrain another model)"
             )
         return path
+
+    def weights_file(self, row: Mapping[str, Any] | None, model_id: str) -> Path:
+        """The verified weights file of registered model `model_id` (`row`: its `models` row,
+        None when it is not registered): an encoder's `encoder.safetensors`, a fine-tuned
+        model's `model.safetensors`. Raises ValueError for an unknown id."""
+        if row is None:
+            raise ValueError(f"{model_id!r} is not a registered model id")
+        path = self.verified_model_path(row)
+        if path.is_dir():
+            path = next(path / n for n in _WEIGHTS_IN_DIR if (path / n).is_file())
+        return path
+
+
+class CatalogRows:
+    """Catalog rows (`array_path`, `array_row`) read on demand, a slice at a time."""
+
+    def __init__(self, lake: LakeResource, catalog: pd.DataFrame) -> None:
+        self._lake = lake
+        self._catalog = catalog.reset_index(drop=True)
+        self.shape = (len(self._catalog),)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if not isinstance(rows, slice):
+            raise TypeError("read catalog rows by slice")
+        return self._lake.read_rows(self._catalog.iloc[rows])
 
 
 def unusable_batches_text(lake: LakeResource) -> str:

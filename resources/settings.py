@@ -47,6 +47,11 @@ class ComputeResource(ConfigurableResource):
         default="auto", description="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16"
     )
     threads: int = Field(default=0, description="CPU threads per process; 0 = torch's default")
+    channels_last: bool | None = Field(
+        default=None,
+        description="NHWC memory layout for convolutions; None: on for CUDA (tensor cores "
+        "read NHWC), off on CPU",
+    )
 
     def torch_device(self) -> str:
         """The device name torch should use ("auto" resolved on this machine)."""
@@ -55,3 +60,9 @@ class ComputeResource(ConfigurableResource):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def use_channels_last(self) -> bool:
+        """Whether convolutions should run channels-last on the resolved device."""
+        if self.channels_last is not None:
+            return self.channels_last
+        return self.torch_device().startswith("cuda")

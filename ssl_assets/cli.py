@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--model", help="a model directory instead of the champion")
     predict.add_argument("--embed", action="store_true", help="print embeddings' shapes")
     predict.add_argument("--json", action="store_true")
+    predict.add_argument("--onnx", action="store_true", help="run the model's ONNX export")
+    export = sub.add_parser("export", help="write a registered model as ONNX beside its weights")
+    export.add_argument("model_id", help="an encoder or fine-tuned model id from `models`")
+    export.add_argument("--format", choices=["onnx"], default="onnx")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -58,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return _champion(args.lake, args.action, args.model_id, args.why)
     if args.command == "predict":
         return _predict(args.lake, args)
+    if args.command == "export":
+        return _export(args.lake, args.model_id)
     return _sql(args.lake, args.query)
 
 
@@ -114,8 +121,28 @@ def _predict(lake_root: str | None, args) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    extra = [*(["--embed"] if args.embed else []), *(["--json"] if args.json else [])]
+    extra = [
+        *(["--embed"] if args.embed else []),
+        *(["--json"] if args.json else []),
+        *(["--onnx"] if args.onnx else []),
+    ]
     return predict_cli.main([model_dir, *args.images, *extra])
+
+
+def _export(lake_root: str | None, model_id: str) -> int:
+    """Export a registered model (its weights verified against the registry) to ONNX."""
+    from ssl_assets.ml.export import export_onnx
+
+    lake = _lake(lake_root)
+    try:
+        weights = lake.weights_file(_store(lake_root).model(model_id), model_id)
+        meta_path = export_onnx(weights.parent)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    record = json.loads(meta_path.read_text())
+    print(f"{model_id}: {meta_path.parent / record['file']} (preprocessing in {meta_path.name})")
+    return 0
 
 
 if __name__ == "__main__":

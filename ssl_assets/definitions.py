@@ -47,7 +47,10 @@ def build_resources(
         "lake": lake,
         "metadata": MetadataStore(path=str(lake.metadata_path)),
         "profile": profile,
-        "image_spec": ImageSpecResource(resolution=profile.catalog_resolution, aspect="pad"),
+        "image_spec": ImageSpecResource(
+            resolution=profile.catalog_resolution,
+            aspect=profile.catalog_aspect,  # type: ignore[arg-type]
+        ),
         "compute": ComputeResource(),
     }
 

@@ -10,6 +10,9 @@
 `load_model` reads either a fine-tuned model directory (`model.safetensors` + `model.json`,
 written by `ssl_assets.ml.evaluate.save_finetuned`) or a pre-trained encoder directory
 (`encoder.safetensors` + `encoder.json`, written by the training loop; embeddings only).
+`load_model(dir, runtime="onnx")` runs the directory's ONNX export instead (`onnx.json`,
+written by `ssl_assets.ml.export.export_onnx`) with onnxruntime, behind the same API and the
+same decoding and preprocessing.
 
 Why this path: predictions are only as good as the evaluation that vouched for them if the
 images are prepared exactly as during evaluation. So every input goes through the recorded
@@ -131,12 +134,95 @@ class Model:
         return [self.class_names[i] for i in proba.argmax(axis=1)]
 
 
+class OnnxModel:
+    """A model directory's ONNX export run by onnxruntime, with `Model`'s API (`embed`,
+    `predict`, `predict_proba`, `images`) and the same decoding and preprocessing."""
+
+    def __init__(
+        self, session: Any, meta: dict[str, Any], canonical: CanonicalSpec, batch_size: int = 256
+    ) -> None:
+        self.session = session
+        self.meta = meta
+        self.canonical = canonical
+        self.class_names = list(meta["class_names"]) if meta.get("class_names") else None
+        self.batch_size = batch_size
+        self.preprocessing: dict[str, Any] = dict(meta["preprocessing"])
+        check_resolution(self.preprocessing.get("input_size"), "preprocessing input_size")
+
+    @property
+    def is_classifier(self) -> bool:
+        return "logits" in self.meta["outputs"]
+
+    def images(self, inputs: Iterable[ImageInput] | np.ndarray) -> np.ndarray:
+        return canonical_images(inputs, self.canonical)
+
+    def _run(self, inputs: Iterable[ImageInput] | np.ndarray, output: str) -> np.ndarray:
+        from ssl_assets.ml.evaluate.features import preprocess
+
+        images = self.images(inputs)
+        outs = []
+        for start in range(0, len(images), self.batch_size):
+            x = preprocess(images[start : start + self.batch_size], self.preprocessing)
+            outs.append(self.session.run([output], {"images": x.numpy()})[0])
+        if not outs:
+            raise ValueError("no images")
+        return np.concatenate(outs).astype(np.float32)
+
+    def embed(self, inputs: Iterable[ImageInput] | np.ndarray) -> np.ndarray:
+        return self._run(inputs, "features")
+
+    def predict_proba(self, inputs: Iterable[ImageInput] | np.ndarray) -> np.ndarray:
+        if not self.is_classifier:
+            raise TypeError("this is an encoder without a classification head: use embed()")
+        logits = self._run(inputs, "logits")
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def predict(self, inputs: Iterable[ImageInput] | np.ndarray) -> list[str]:
+        proba = self.predict_proba(inputs)
+        assert self.class_names is not None
+        return [self.class_names[i] for i in proba.argmax(axis=1)]
+
+
+def load_onnx_model(model_dir: str | Path, canonical: CanonicalSpec | None = None) -> OnnxModel:
+    """The ONNX export of a model directory (`onnx.json` + its `.onnx`, SHA-256 checked)."""
+    from ssl_assets.atomic import file_sha256
+    from ssl_assets.ml.export import ONNX_FORMAT, ONNX_META, onnx_session
+
+    root = Path(model_dir)
+    if not (root / ONNX_META).is_file():
+        raise FileNotFoundError(
+            f"{root} has no ONNX export ({ONNX_META}): run `ssl-assets export MODEL_ID "
+            "--format onnx` first"
+        )
+    meta = json.loads((root / ONNX_META).read_text())
+    if meta.get("format") != ONNX_FORMAT:
+        raise ValueError(f"{root / ONNX_META}: unknown format {meta.get('format')!r}")
+    path = root / Path(str(meta["file"])).name
+    if file_sha256(path) != meta.get("sha256"):
+        raise ValueError(f"{path}: SHA-256 differs from the one recorded in {ONNX_META}")
+    spec = canonical
+    if spec is None:
+        recorded = meta.get("canonical")
+        size = meta["preprocessing"]["input_size"]
+        spec = canonical_from_dict(recorded or {"resolution": size})
+    return OnnxModel(onnx_session(path), meta, spec)
+
+
 def load_model(
-    model_dir: str | Path, canonical: CanonicalSpec | None = None, verify: bool = True
-) -> Model:
+    model_dir: str | Path,
+    canonical: CanonicalSpec | None = None,
+    verify: bool = True,
+    runtime: str = "torch",
+) -> Model | OnnxModel:
     """Load a fine-tuned model directory (`model.json`) or an encoder directory
     (`encoder.json`). `canonical` overrides the recorded spec; an encoder directory that
-    records none falls back to `CanonicalSpec(resolution=input_size)` with a warning."""
+    records none falls back to `CanonicalSpec(resolution=input_size)` with a warning.
+    `runtime="onnx"` runs the directory's ONNX export with onnxruntime instead."""
+    if runtime == "onnx":
+        return load_onnx_model(model_dir, canonical)
+    if runtime != "torch":
+        raise ValueError(f"runtime must be torch or onnx, got {runtime!r}")
     root = Path(model_dir)
     if (root / MODEL_META).is_file():
         model, meta = load_finetuned(root, verify=verify)
@@ -159,7 +245,7 @@ def load_model(
     raise FileNotFoundError(f"{root} holds neither {MODEL_META} nor {ENCODER_META}")
 
 
-def describe(model: Model) -> str:
+def describe(model: Model | OnnxModel) -> str:
     """One-line summary for logs and the CLI."""
     kind = (
         f"classifier over {len(model.class_names or [])} classes"
@@ -172,4 +258,12 @@ def describe(model: Model) -> str:
     )
 
 
-__all__ = ["ImageInput", "Model", "canonical_images", "describe", "load_model"]
+__all__ = [
+    "ImageInput",
+    "Model",
+    "OnnxModel",
+    "canonical_images",
+    "describe",
+    "load_model",
+    "load_onnx_model",
+]

@@ -6,7 +6,8 @@ API (`ssl_assets.inference`), so it starts quickly and runs wherever the weights
 
 Prints one line per image: `path<TAB>label<TAB>probability` (classifier), or with `--embed`
 `path<TAB>embedding shape`; `--json` prints one JSON object per line instead (with the
-embedding itself when `--embed`). Exit status 0, or 2 for bad arguments / an unreadable or
+embedding itself when `--embed`). `--onnx` runs the directory's ONNX export (onnxruntime)
+instead of the safetensors weights. Exit status 0, or 2 for bad arguments / an unreadable or
 malformed model directory (a one-line `error: ...`, never a traceback).
 """
 
@@ -41,13 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         "--embed", action="store_true", help="print embedding shapes instead of predictions"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="run the directory's ONNX export with onnxruntime (ssl-assets export)",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
 
     from ssl_assets.inference import load_model  # after argument parsing: --help stays instant
 
     try:
-        model = load_model(args.model_dir)
+        model = load_model(args.model_dir, runtime="onnx" if args.onnx else "torch")
     except Exception as exc:  # any malformed directory: one line and status 2, no traceback
         print(f"error: {_one_line(exc, args.model_dir)}", file=sys.stderr)
         return 2

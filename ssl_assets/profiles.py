@@ -1,7 +1,7 @@
-"""Size profiles: one switch, `SSL_PROFILE=tiny|demo|full`, sizes everything at once.
+"""Size profiles: one switch, `SSL_PROFILE=tiny|demo|full|photo`, sizes everything at once.
 
-Tests run `tiny` (seconds), the README's run command `demo` (minutes on a laptop CPU) and real
-use `full`. A profile is resolved once, when the Definitions are built
+Tests run `tiny` (seconds), the README's run command `demo` (minutes on a laptop CPU), long runs
+on small images `full`, and real photos `photo`. A profile is resolved once, when the Definitions are built
 (`ssl_assets.definitions.build_definitions`, from `--profile` or `$SSL_PROFILE`): it becomes the
 `profile` resource, sizes the `image_spec` resource and the sensors' intervals, so the command
 line flag and the environment variable give identical run configs. An asset's config field
@@ -36,8 +36,13 @@ class Profile(ConfigurableResource):
     max_file_bytes: int
     # Curation: canonical square resolution of the decoded catalog arrays.
     catalog_resolution: int
+    # How a non-square image becomes the catalog's square: pad | center_crop | stretch.
+    catalog_aspect: str
     # Pretraining defaults (the launchpad overrides any of them per run).
     pretrain_method: str
+    # A build_backbone name, or "auto": resnet50 where the compute resource has CUDA, resnet18
+    # on a CPU (`ssl_assets.ml.backbones.resolve_backbone_name`).
+    pretrain_backbone: str
     pretrain_epochs: int
     pretrain_batch_size: int
     # Evaluation: label-draw seeds per budget, the scratch baseline's time cap, fine-tune epochs.
@@ -58,7 +63,9 @@ PROFILES: dict[str, Profile] = {
         max_pixels=4_000_000,
         max_file_bytes=32 << 20,  # 32 MiB
         catalog_resolution=32,
+        catalog_aspect="pad",
         pretrain_method="simclr",
+        pretrain_backbone="small_cnn",
         pretrain_epochs=3,
         pretrain_batch_size=64,
         eval_seeds=2,
@@ -74,7 +81,9 @@ PROFILES: dict[str, Profile] = {
         max_pixels=50_000_000,
         max_file_bytes=256 << 20,  # 256 MiB
         catalog_resolution=32,
+        catalog_aspect="pad",
         pretrain_method="simclr",
+        pretrain_backbone="small_cnn",
         pretrain_epochs=40,
         pretrain_batch_size=256,
         eval_seeds=3,
@@ -90,12 +99,40 @@ PROFILES: dict[str, Profile] = {
         max_pixels=89_478_485,  # Pillow's own decompression-bomb limit
         max_file_bytes=512 << 20,  # 512 MiB
         catalog_resolution=64,
+        catalog_aspect="pad",
         pretrain_method="simclr",
+        pretrain_backbone="small_cnn",
         pretrain_epochs=200,
         pretrain_batch_size=512,
         eval_seeds=3,
         scratch_max_seconds=86_400.0,  # no practical cap: the SSL run's own wall time decides
         finetune_epochs=100,
+        retrain_min_new_images=5000,
+        sensor_interval_s=60,
+    ),
+    # Real photos (hundreds to thousands of pixels, mixed aspect ratios) at real resolution.
+    # Why 256 px, centre-cropped: training takes random-resized crops at 224 px, the input size
+    # of ImageNet-pretrained ResNets (the starts `init_from` offers); 256 is the side the
+    # standard ImageNet recipe resizes to before its 224 crop, so a crop of up to ~77 % of the
+    # area is still at native resolution, while a stored image costs 192 KiB (1.7x a 224 px
+    # one; 512 px would cost 768 KiB and every read 4x). The short side is resized to 256 and
+    # the centre cropped, so training crops never see a constant border (`pad` would teach the
+    # encoder the padding); a 16:9 photo keeps its central 56 % of the width.
+    "photo": Profile(
+        name="photo",
+        default_images=1797,
+        default_label_fraction=0.3,
+        max_pixels=89_478_485,
+        max_file_bytes=512 << 20,  # 512 MiB
+        catalog_resolution=256,
+        catalog_aspect="center_crop",
+        pretrain_method="simclr",
+        pretrain_backbone="auto",
+        pretrain_epochs=100,
+        pretrain_batch_size=256,
+        eval_seeds=3,
+        scratch_max_seconds=86_400.0,
+        finetune_epochs=30,
         retrain_min_new_images=5000,
         sensor_interval_s=60,
     ),

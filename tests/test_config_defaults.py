@@ -27,6 +27,7 @@ PROFILE_SIZED = {
     (PretrainConfig, "method"): "pretrain_method",
     (PretrainConfig, "epochs"): "pretrain_epochs",
     (PretrainConfig, "batch_size"): "pretrain_batch_size",
+    (PretrainConfig, "backbone"): "pretrain_backbone",
     (FinetuneAssetConfig, "epochs"): "finetune_epochs",
 }
 
@@ -59,7 +60,7 @@ def test_every_shared_field_has_one_default(asset_config, plain):
         default = asset_config.model_fields[name].default
         if (asset_config, name) in PROFILE_SIZED:
             assert default is None
-            for profile in ("tiny", "demo", "full"):
+            for profile in ("tiny", "demo", "full", "photo"):
                 assert getattr(get_profile(profile), PROFILE_SIZED[asset_config, name])
             continue
         assert default == defaults[name], (

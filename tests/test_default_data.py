@@ -151,11 +151,13 @@ def test_the_profile_is_resolved_when_the_definitions_are_built():
     from ssl_assets.definitions import build_definitions
     from ssl_assets.profiles import get_profile
 
-    for name in ("tiny", "demo", "full"):
+    for name in ("tiny", "demo", "full", "photo"):
         profile = get_profile(name)
         defs = build_definitions(name)
         assert defs.resources["profile"] == profile
         assert defs.resources["image_spec"].resolution == profile.catalog_resolution
+        assert defs.resources["image_spec"].aspect == profile.catalog_aspect
         intervals = {s.name: s.minimum_interval_seconds for s in defs.sensors}
         assert set(intervals.values()) == {profile.sensor_interval_s}
     assert build_definitions("full").resources["image_spec"].version == "r64-pad"
+    assert build_definitions("photo").resources["image_spec"].version == "r256-center_crop"

@@ -170,6 +170,7 @@ def test_small_image_protocol_disables_blur_unless_asked() -> None:
         A.build_augmentation("nope", 32)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_views_equal_cpu_views_for_the_same_seed() -> None:
     images = _images()

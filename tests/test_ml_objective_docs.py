@@ -11,7 +11,7 @@ import torch
 
 from ssl_assets.ml.objectives import OBJECTIVES, Objective
 
-MODULES = ["base", "simclr", "moco", "byol", "vicreg", "dino", "mae", "hybrid"]
+MODULES = ["base", "simclr", "moco", "byol", "vicreg", "dino", "mae", "hybrid", "distill"]
 
 
 @pytest.mark.parametrize("name", MODULES)

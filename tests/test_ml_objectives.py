@@ -367,6 +367,7 @@ def _tiny_configs() -> dict[str, dict]:
                 {"name": "mae", "weight": 0.5, "decoder_dim": 16, "decoder_depth": 1},
             ]
         },
+        "distill": {"teacher": build_backbone("small_cnn", widths=(8, 16), strides=(2, 2))},
     }
 
 

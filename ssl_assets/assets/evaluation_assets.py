@@ -104,7 +104,7 @@ def image_embeddings(
     catalog = metadata.curated_rows(image_spec.version)
     features = embed_images(
         backbone.to(compute.torch_device()),
-        lake.read_rows(catalog),
+        lake.row_batches(catalog),  # a batch of pixels in memory at a time
         meta["preprocessing"],
         batch_size=config.batch_size,
     )
@@ -312,6 +312,13 @@ class FinetuneAssetConfig(Config):
         default=1.0, description="encoder learning rate relative to the head's"
     )
     seed: int = 0
+    init_from: str | None = Field(
+        default=None,
+        description="fine-tune these weights instead of the newest SSL encoder: a torchvision "
+        "weights name such as ResNet50_Weights.IMAGENET1K_V2 (local torch hub cache), a "
+        ".pth/.safetensors file, or a registered model id. Promotion still needs an encoder "
+        "that passed the collapse check (a registered encoder id)",
+    )
 
 
 def _finetune(
@@ -358,6 +365,25 @@ def _finetune(
     return result, cfg, report
 
 
+def _encoder_to_tune(config: FinetuneAssetConfig, lake: LakeResource, metadata: MetadataStore):
+    """(encoder id or None, encoder, its meta, the start's lineage or None): the newest usable
+    SSL encoder, or the `init_from` start (its id when it is a registered encoder)."""
+    from ssl_assets.ml.encoder_io import load_encoder
+    from ssl_assets.ml.init_from import resolve_start, start_encoder
+
+    if not config.init_from:
+        encoder_id = _latest_encoder(metadata)["model_id"]
+        return (encoder_id, *load_encoder(lake.model_dir(encoder_id)), None)
+    with refused():
+        start = resolve_start(
+            config.init_from, lambda mid: lake.weights_file(metadata.model(mid), mid)
+        )
+        backbone, meta = start_encoder(start)
+    row = metadata.model(start.source) if start.kind == "model" else None
+    encoder_id = start.source if row is not None and row["kind"] == "encoder" else None
+    return encoder_id, backbone, meta, start.lineage()
+
+
 def _finetuned_id(
     config: FinetuneAssetConfig, version: str, encoder_id: str, data: LabeledSplits
 ) -> str:
@@ -378,12 +404,13 @@ def _save_and_register(
     lake: LakeResource,
     metadata: MetadataStore,
     image_spec: ImageSpecResource,
-    encoder_id: str,
+    encoder_id: str | None,
     meta: dict,
     data: LabeledSplits,
     result,
     cfg,
     report: dict,
+    start: dict | None = None,
 ) -> str:
     """Write the fine-tuned model beside its preprocessing, register it as a candidate and
     record its headline metrics; returns its id, which names everything that made it."""
@@ -408,7 +435,7 @@ def _save_and_register(
         content_hash=json.loads((out_dir / MODEL_META).read_text()).get("weights_sha256"),
         config=cfg.describe(),
         metrics=report,
-        lineage={"encoder": encoder_id, "run_id": context.run.run_id},
+        lineage={"encoder": encoder_id, "init_from": start, "run_id": context.run.run_id},
         status="candidate",
         reason="awaiting champion comparison",
         run_id=context.run.run_id,
@@ -452,21 +479,30 @@ def finetuned_model(
     """The newest encoder fine-tuned with a linear head on the labeled train split (early
     stopping on val; full, partial or LoRA), with test accuracy, per-class and per-subgroup
     accuracy, calibration (ECE) and robustness to noise, blur and brightness."""
-    from ssl_assets.ml.encoder_io import load_encoder
     from ssl_assets.ml.evaluate.metrics import flat_metrics, subgroups_beside
 
-    encoder_id = _latest_encoder(metadata)["model_id"]
-    backbone, meta = load_encoder(lake.model_dir(encoder_id))
+    encoder_id, backbone, meta, start = _encoder_to_tune(config, lake, metadata)
     data = _labeled(metadata, lake, image_spec.version)
     result, cfg, report = _finetune(config, profile, compute, backbone, meta, data)
     model_id = _save_and_register(
-        context, config, lake, metadata, image_spec, encoder_id, meta, data, result, cfg, report
+        context,
+        config,
+        lake,
+        metadata,
+        image_spec,
+        encoder_id,
+        meta,
+        data,
+        result,
+        cfg,
+        report,
+        start,
     )
     beside = subgroups_beside(report.get("subgroups") or {}, metadata.latest_bias_shares())
     yield MaterializeResult(
         metadata={
             "model_id": model_id,
-            "encoder": encoder_id,
+            "encoder": encoder_id or (start or {}).get("source"),
             "strategy": config.strategy,
             "test_accuracy": float(report.get("accuracy", float("nan"))),
             "ece": float(report.get("ece", float("nan"))),
@@ -621,6 +657,7 @@ def champion_model(
         reasons = [f"{challenger_id} is already the champion", *reasons]
     elif decision.promote:
         previous = metadata.set_champion(challenger_id, "pipeline", reasons, run_id, scores)
+        _export_champion(context, lake, challenger_row)
     else:
         metadata.refuse_challenger(challenger_id, champion_id, reasons, run_id, scores)
     yield MaterializeResult(
@@ -639,6 +676,19 @@ def champion_model(
         yield record_check(
             metadata, "champion_model", verdict, partition=challenger_id, run_id=run_id
         )
+
+
+def _export_champion(context: AssetExecutionContext, lake: LakeResource, row: pd.Series) -> None:
+    """Write the new champion as ONNX beside its weights (`ssl_assets.ml.export`). A model that
+    cannot be exported is still the better model: the promotion stands, with a warning."""
+    from ssl_assets.ml.export import export_onnx
+
+    try:
+        path = export_onnx(lake.verified_model_path(row))
+    except Exception as exc:  # an exporter limit must not undo a decided promotion
+        context.log.warning(f"champion {row['model_id']} was not exported to ONNX: {exc}")
+        return
+    context.log.info(f"champion {row['model_id']} exported to ONNX: {lake.recorded(path)}")
 
 
 def _decision_metadata(

@@ -53,13 +53,18 @@ class PretrainConfig(Config):
 
     method: str | None = Field(
         default=None,
-        description="simclr | moco | byol | vicreg | dino | mae | hybrid "
+        description="simclr | moco | byol | vicreg | dino | mae | hybrid | distill (a frozen "
+        'teacher, objective_json {"teacher": <init_from source>}) '
         "(None: the profile's pretrain_method)",
     )
     objective_json: str = Field(
         default="{}", description="objective keyword arguments as JSON (hybrid: components)"
     )
-    backbone: str = Field(default="small_cnn", description="small_cnn | resnet18 | resnet50 | vit")
+    backbone: str | None = Field(
+        default=None,
+        description="small_cnn | resnet18 | resnet50 | vit | auto (resnet50 on CUDA, resnet18 "
+        "on CPU); None: the profile's pretrain_backbone",
+    )
     backbone_json: str = Field(default="{}", description="backbone keyword arguments as JSON")
     epochs: int | None = Field(default=None, description="None: the profile's pretrain_epochs")
     batch_size: int | None = Field(
@@ -69,7 +74,9 @@ class PretrainConfig(Config):
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
     accumulate: int = 1
-    channels_last: bool = False
+    channels_last: bool = Field(
+        default=False, description="also on when the compute resource says so (CUDA)"
+    )
     compile: bool = False
     seed: int = 0
     checkpoint_every: int = 50
@@ -77,6 +84,12 @@ class PretrainConfig(Config):
     launcher: str = Field(default="subprocess", description="subprocess | k8s (PipesK8sClient)")
     warm_start_from_champion: bool = Field(
         default=True, description="start from the current champion encoder when there is one"
+    )
+    init_from: str | None = Field(
+        default=None,
+        description="start from these weights instead (continual pretraining): a torchvision "
+        "weights name such as ResNet50_Weights.IMAGENET1K_V2 (from the local torch hub cache, "
+        "never downloaded), a .pth/.safetensors file, or a registered model id",
     )
     min_std_ratio: float = thresholds.ENCODER_MIN_STD_RATIO
     min_effective_rank: float = thresholds.ENCODER_MIN_EFFECTIVE_RANK
@@ -86,6 +99,7 @@ def _train_config(
     config: PretrainConfig, profile: Profile, compute: ComputeResource, n_train: int
 ) -> Any:
     """The plain `TrainConfig` of this run (torch is imported here, not at load time)."""
+    from ssl_assets.ml.backbones import resolve_backbone_name
     from ssl_assets.ml.config import TrainConfig
 
     ranks = config.processes * config.accumulate
@@ -93,7 +107,9 @@ def _train_config(
     return TrainConfig(
         method=config.method or profile.pretrain_method,
         objective=json.loads(config.objective_json),
-        backbone=config.backbone,
+        backbone=resolve_backbone_name(
+            config.backbone or profile.pretrain_backbone, compute.torch_device()
+        ),
         backbone_kwargs=json.loads(config.backbone_json),
         epochs=config.epochs or profile.pretrain_epochs,
         # a global batch no larger than the data, divisible by ranks x accumulation steps
@@ -105,7 +121,7 @@ def _train_config(
         device=compute.device,
         num_threads=compute.threads,
         accumulate=config.accumulate,
-        channels_last=config.channels_last,
+        channels_last=config.channels_last or compute.use_channels_last(),
         compile=config.compile,
         seed=config.seed,
         checkpoint_every=config.checkpoint_every,
@@ -166,14 +182,10 @@ def _train(
 
 
 def _inputs(
-    config: PretrainConfig,
-    lake: LakeResource,
-    metadata: MetadataStore,
-    image_spec: ImageSpecResource,
-) -> tuple[TrainingSet, Any]:
-    """What a run trains on and from: the curated train split (refused while a blocking
-    curation or audit gate's latest verdict is a failure: a data rule, like admission) and the
-    champion's encoder row when warm-starting."""
+    metadata: MetadataStore, lake: LakeResource, image_spec: ImageSpecResource
+) -> TrainingSet:
+    """What a run trains on: the curated train split (refused while a blocking curation or
+    audit gate's latest verdict is a failure: a data rule, like admission)."""
     blocked = metadata.blocking_failures(GATES_BEFORE_PRETRAINING)
     if blocked:
         raise Failure(
@@ -181,11 +193,48 @@ def _inputs(
             metadata={"failed_gates": MetadataValue.json(blocked)},
         )
     with refused():
-        data = training_set(
+        return training_set(
             metadata.training_rows(image_spec.version), image_spec.version, lake.path
         )
+
+
+def _resolve(source: str, lake: LakeResource, metadata: MetadataStore) -> Any:
+    """The `Start` a source names; a registered model id resolves to its verified weights."""
+    from ssl_assets.ml.init_from import resolve_start
+
+    with refused():
+        return resolve_start(source, lambda mid: lake.weights_file(metadata.model(mid), mid))
+
+
+def _start(
+    config: PretrainConfig, lake: LakeResource, metadata: MetadataStore, cfg: Any
+) -> tuple[Path | None, dict]:
+    """The weights training starts from and what the lineage records about them and about a
+    distillation teacher. The start: `init_from` when set, else the champion's encoder (its
+    weights verified against the registry) when warm-starting from it, else none. A teacher
+    (`objective.teacher` of method distill, any init_from source) is pinned in the run's
+    config by path and SHA-256, so the trainer needs no registry and another teacher is
+    another run."""
+    from ssl_assets.ml.init_from import check_backbone
+
+    lineage: dict = {"warm_start": None, "init_from": None, "teacher": None}
+    if cfg.method == "distill":
+        if not cfg.objective.get("teacher"):
+            raise Failure('method distill needs objective_json {"teacher": <init_from source>}')
+        teacher = _resolve(str(cfg.objective["teacher"]), lake, metadata)
+        cfg.objective.update(teacher=str(teacher.path), teacher_sha256=teacher.sha256)
+        if teacher.backbone:  # a torchvision name's architecture, once it is only a path
+            cfg.objective.setdefault("teacher_backbone", teacher.backbone)
+        lineage["teacher"] = teacher.lineage()
+    if config.init_from:
+        start = _resolve(config.init_from, lake, metadata)
+        with refused():
+            check_backbone(start, cfg.backbone)
+        return start.path, {**lineage, "init_from": start.lineage()}
     warm = metadata.current_champion("encoder") if config.warm_start_from_champion else None
-    return data, warm
+    if warm is None:
+        return None, lineage
+    return lake.verified_model_path(warm), {**lineage, "warm_start": warm["model_id"]}
 
 
 def _weights_path(lake: LakeResource, model_id: str) -> str:
@@ -278,10 +327,9 @@ def ssl_encoder(
     version, warm start). Resumes from its own checkpoints when re-executed."""
     from ssl_assets.ml.config import config_hash
 
-    data, warm = _inputs(config, lake, metadata, image_spec)
-    # the champion of this lake, its weights verified against the registry's content hash
-    warm_path = lake.verified_model_path(warm) if warm is not None else None
+    data = _inputs(metadata, lake, image_spec)
     cfg = _train_config(config, profile, compute, data.images)
+    warm_path, start = _start(config, lake, metadata, cfg)
     # The world size changes how batches are split (and BatchNorm statistics), so a checkpoint
     # only resumes under the same number of processes.
     run_hash = config_hash(
@@ -290,7 +338,7 @@ def ssl_encoder(
     model_id = f"enc-{run_hash}"
     context.log.info(
         f"training {model_id}: {cfg.method} on {data.images} images, {config.processes} "
-        f"process(es)" + (f", warm start from {warm['model_id']}" if warm is not None else "")
+        f"process(es), from {(start['init_from'] or {}).get('source') or start['warm_start']}"
     )
     reported, epoch_reports = _train(context, config, lake, data, cfg, run_hash, warm_path)
     lineage = {
@@ -298,7 +346,7 @@ def ssl_encoder(
         "catalog_version": image_spec.version,
         "train_images": data.images,
         "code_version": code_version(),
-        "warm_start": warm["model_id"] if warm is not None else None,
+        **start,
         "run_id": context.run.run_id,
     }
     verdict, history = _register(context, config, lake, metadata, model_id, cfg, lineage)
@@ -308,7 +356,7 @@ def ssl_encoder(
             **reported,
             "model_id": model_id,
             "method": cfg.method,
-            "backbone": config.backbone,
+            "backbone": cfg.backbone,
             "train_images": data.images,
             "processes": config.processes,
             "epoch_reports": epoch_reports,

@@ -399,7 +399,7 @@ class MultiViewAugment:
         return out
 
 
-AUGMENTATION_PRESETS = ("simclr", "moco", "byol", "vicreg", "dino", "mae")
+AUGMENTATION_PRESETS = ("simclr", "moco", "byol", "vicreg", "dino", "mae", "distill")
 
 
 def build_augmentation(
@@ -424,6 +424,8 @@ def build_augmentation(
       crops of `local_size` (default `image_size * 96 / 224` rounded up to a multiple of 4)
       with `local_scale` and blur 0.5.
     - mae: crop (0.2, 1) and flip only.
+    - distill: one view, BYOL's first (crop (0.08, 1), jitter, gray, blur 0.5): teacher and
+      student see the same crop (arXiv:2106.05237), so one view per image is enough.
 
     `small_images` (default: `image_size <= 64`) turns gaussian blur off, as SimCLR's CIFAR
     protocol (arXiv:2002.05709, appendix B.9) and solo-learn's CIFAR recipes do; pass
@@ -456,6 +458,8 @@ def build_augmentation(
             local_size = max(4, math.ceil(s * 96 / 224 / 4) * 4)
         local = replace(g1, size=local_size, scale=local_scale, blur_prob=0.5)
         views = [g1, g2] + [local] * n_local_crops
+    elif method == "distill":
+        views = [ViewSpec(size=s, scale=(0.08, 1.0), **byol_jitter, blur_prob=0.5)]
     elif method == "mae":
         base = ViewSpec(size=s, scale=(0.2, 1.0), jitter_prob=0.0, gray_prob=0.0)
         views = [base]

@@ -31,6 +31,7 @@ _OPERATIONAL_FIELDS = frozenset(
         "prefetch",
         "monitor_samples",
         "knn_samples",
+        "in_memory",
     }
 )
 
@@ -83,6 +84,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     prefetch: bool = True
+    in_memory: bool | None = None
     seed: int = 0
     checkpoint_every: int = 50
     keep_checkpoints: int = 2

@@ -24,12 +24,23 @@ Why this shape:
   permutation, and incomplete batches are dropped, so every rank runs the same number of steps
   (a requirement of collective ops) and the ranks' batches concatenated equal one process's
   global batch.
+- Photos are another matter: at 256 px an image is 192 KiB, so copying a 100,000-image catalog
+  into memory would take 19 GB. `open_images` therefore keeps small-image selections in memory
+  (`ImageSet`, the path above) and reads larger ones one batch at a time from the catalog
+  files (`StreamedImages`: one positioned read per row, in ascending file order, into a buffer
+  the size of the batch), so memory stays flat in the number of images. The reads go through
+  `os.preadv`, not a memory map: pages of a mapped file count towards the process's resident
+  memory until the kernel reclaims them, reads into a batch buffer do not; and they release
+  the GIL, so the training loop's prefetch thread reads and augments the next batch while the
+  current one trains.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +95,136 @@ class ImageSet:
     def subset(self, indices: Tensor) -> ImageSet:
         labels = self.labels[indices] if self.labels is not None else None
         return ImageSet(self.batch(indices), labels)
+
+    def nhwc(self, indices: Tensor) -> Tensor:
+        """The images at `indices` in the catalog layout (N x R x R x C uint8, on the CPU)."""
+        return self.batch(indices).cpu().permute(0, 2, 3, 1)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.numel())
+
+
+#: `open_images` keeps a selection in memory when its images are at most this many pixels a
+#: side (small-image catalogs, where a batch read per step would cost more than the copy) ...
+IN_MEMORY_MAX_SIDE = 64
+#: ... and the whole selection is at most this large; anything else is streamed
+IN_MEMORY_MAX_BYTES = 1 << 30
+
+
+class StreamedImages:
+    """Catalog rows read a batch at a time from their `.npy` files (see the module docstring).
+
+    Same interface as `ImageSet` where the training loop uses it: `len`, `resolution`,
+    `batch(indices)` (N x C x R x R uint8), `nhwc(indices)`, `labels`, `nbytes`. Files stay
+    open (one descriptor each) until `close()`; reads are positioned, so threads may share it.
+    """
+
+    def __init__(self, parts: Sequence[Part]) -> None:
+        self._lock = threading.Lock()
+        self._fds: list[int] = []
+        if not parts:
+            raise ValueError("no data: the split has no parts")
+        self._offsets: list[int] = []
+        files, rows, label_chunks, have_labels = [], [], [], set()
+        shape: tuple[int, ...] | None = None
+        for part in parts:
+            path, part_rows, labels = _part_fields(part)
+            array = np.load(path, mmap_mode="r")
+            if array.ndim != 4 or array.dtype != np.uint8 or not array.flags.c_contiguous:
+                raise ValueError(
+                    f"{path}: expected N x R x R x C uint8, got {array.dtype} {array.shape}"
+                )
+            if shape is None:
+                shape = array.shape[1:]
+            elif array.shape[1:] != shape:
+                raise ValueError(f"{path}: image shape {array.shape[1:]} differs from {shape}")
+            n = array.shape[0]
+            part_rows = np.arange(n, dtype=np.int64) if part_rows is None else part_rows
+            if part_rows.size and (part_rows.min() < 0 or part_rows.max() >= n):
+                raise IndexError(f"{path}: row index out of range [0, {n})")
+            self._offsets.append(int(array.offset))
+            self._fds.append(os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+            files.append(np.full(part_rows.size, len(self._fds) - 1, dtype=np.int64))
+            rows.append(part_rows)
+            have_labels.add(labels is not None)
+            if labels is not None:
+                if labels.shape[0] != part_rows.size:
+                    raise ValueError(f"{path}: {labels.shape[0]} labels for {part_rows.size} rows")
+                label_chunks.append(labels)
+            del array
+        if len(have_labels) > 1:
+            raise ValueError("labels must be given for every part or for none")
+        assert shape is not None
+        self.shape = shape  # R x R x C
+        self.row_bytes = int(np.prod(shape))
+        self._file = np.concatenate(files)
+        self._row = np.concatenate(rows)
+        self.labels = torch.from_numpy(np.concatenate(label_chunks)) if label_chunks else None
+
+    def __len__(self) -> int:
+        return int(self._row.size)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.row_bytes
+
+    def nhwc(self, indices: Tensor) -> Tensor:
+        """The images at `indices` as N x R x R x C uint8, read from the files (sorted by file
+        and row, so reads go forward through each file, then put back in the asked order)."""
+        idx = indices.cpu().numpy().astype(np.int64, copy=False)
+        out = np.empty((idx.size, *self.shape), dtype=np.uint8)
+        order = np.lexsort((self._row[idx], self._file[idx]))
+        for pos in order:
+            i = idx[pos]
+            fd, row = self._fds[int(self._file[i])], int(self._row[i])
+            offset = self._offsets[int(self._file[i])] + row * self.row_bytes
+            got = os.preadv(fd, [memoryview(out[pos]).cast("B")], offset)
+            if got != self.row_bytes:
+                raise OSError(f"short read of catalog row {row}: {got} of {self.row_bytes} bytes")
+        return torch.from_numpy(out)
+
+    def batch(self, indices: Tensor) -> Tensor:
+        """The images at `indices` as one contiguous N x C x R x R uint8 tensor."""
+        return self.nhwc(indices).permute(0, 3, 1, 2).contiguous()
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _selection(parts: Sequence[Part]) -> tuple[int, int]:
+    """(largest image side, total bytes) of what `parts` select, from the arrays' headers."""
+    side, total = 0, 0
+    for part in parts:
+        path, rows, _ = _part_fields(part)
+        array = np.load(path, mmap_mode="r")
+        n = array.shape[0] if rows is None else rows.size
+        side = max(side, *array.shape[1:3]) if array.ndim == 4 else side
+        total += n * int(np.prod(array.shape[1:]))
+        del array
+    return side, total
+
+
+def open_images(parts: Sequence[Part], in_memory: bool | None = None) -> ImageSet | StreamedImages:
+    """The selected catalog rows as an in-memory `ImageSet` or as `StreamedImages`.
+
+    `in_memory=None` decides by size: in memory when the images are at most
+    `IN_MEMORY_MAX_SIDE` pixels a side and the selection at most `IN_MEMORY_MAX_BYTES`.
+    """
+    if in_memory is None:
+        side, total = _selection(parts)
+        in_memory = side <= IN_MEMORY_MAX_SIDE and total <= IN_MEMORY_MAX_BYTES
+    return load_images(parts) if in_memory else StreamedImages(parts)
 
 
 def _part_fields(part: Sequence[Any]) -> tuple[Path, np.ndarray | None, np.ndarray | None]:

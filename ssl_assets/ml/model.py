@@ -9,17 +9,14 @@ happen in a set order relative to building the objective (see each function).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ssl_assets.ml.backbones import ResNetBackbone, SmallCNN
-from ssl_assets.ml.encoder_io import ENCODER_META
 from ssl_assets.ml.objectives import Objective, ObjectiveOutput
 
 
@@ -94,12 +91,10 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> int:
 def load_encoder_weights(
     backbone: nn.Module, path: str | Path, backbone_name: str | None = None
 ) -> None:
-    """Warm start: load `encoder.safetensors` (a backbone state_dict) strictly. If the
-    `encoder.json` written beside it names another backbone than `backbone_name`, fail early."""
-    path = Path(path)
-    meta_path = path.with_name(ENCODER_META)
-    if backbone_name is not None and meta_path.exists():
-        found = json.loads(meta_path.read_text()).get("backbone")
-        if found not in (None, backbone_name):
-            raise ValueError(f"warm start {path} is a {found!r}, not a {backbone_name!r}")
-    backbone.load_state_dict(load_file(str(path)), strict=True)
+    """Warm start: load a weights file strictly, our `encoder.safetensors` or any start
+    `ssl_assets.ml.init_from` reads (a torchvision `.pth` from the hub cache, a local
+    `.pth`/`.safetensors`, a fine-tuned model's weights). If the `encoder.json` /
+    `model.json` beside it names another backbone than `backbone_name`, fail early."""
+    from ssl_assets.ml.init_from import load_start
+
+    load_start(backbone, path, backbone_name)

@@ -78,8 +78,9 @@ from ssl_assets.ml.data import (
     EpochSampler,
     ImageSet,
     Part,
+    StreamedImages,
     fixed_subset,
-    load_images,
+    open_images,
     stable_seed,
 )
 from ssl_assets.ml.data import data_fingerprint as fingerprint_parts
@@ -96,6 +97,12 @@ log = logging.getLogger(__name__)
 #: on CUDA, decoded uint8 training data up to this size lives on the GPU (batches never cross
 #: the PCIe bus); larger data stays in host memory and each batch is copied
 DEVICE_DATA_MAX_BYTES = 2 * 1024**3
+#: the per-epoch monitor embeds at most this many bytes of images (at 32 px: every one of its
+#: `knn_samples`; at 256 px: 341 images), so its memory and time do not grow with resolution
+MONITOR_MAX_BYTES = 64 << 20
+
+#: training images: in memory, or read a batch at a time from the catalog files
+Images = ImageSet | StreamedImages
 
 
 def state_digest(tensors: Mapping[str, Tensor]) -> str:
@@ -166,7 +173,7 @@ class _Run:
     run_hash: str
     fingerprint: str
     checkpoint_dir: Path
-    train_set: ImageSet
+    train_set: Images
     sampler: EpochSampler
     micro: int  # images per rank and micro-step
     steps_per_epoch: int
@@ -204,10 +211,10 @@ class _MonitorSet:
 
 def train(
     cfg: TrainConfig,
-    train_data: Sequence[Part] | ImageSet,
+    train_data: Sequence[Part] | Images,
     checkpoint_dir: str | Path,
     *,
-    val_data: Sequence[Part] | ImageSet | None = None,
+    val_data: Sequence[Part] | Images | None = None,
     warm_start: str | Path | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     stop_after_steps: int | None = None,
@@ -233,7 +240,7 @@ def train(
     output_dir = Path(output_dir) if output_dir is not None else checkpoint_dir / "output"
     device = _configure_process(cfg)
     run = _plan_run(cfg, train_data, checkpoint_dir, device, data_fingerprint, warm_start)
-    val_set = _as_image_set(val_data) if val_data is not None else None
+    val_set = _as_image_set(val_data, cfg.in_memory) if val_data is not None else None
     parts = _build(cfg, device, warm_start)
     state, resumed_from = _resume(run, parts)
     parts.ddp = _wrap_ddp(parts.model, device)
@@ -271,7 +278,7 @@ def _resolve_device(cfg: TrainConfig) -> torch.device:
 
 def _plan_run(
     cfg: TrainConfig,
-    train_data: Sequence[Part] | ImageSet,
+    train_data: Sequence[Part] | Images,
     checkpoint_dir: Path,
     device: torch.device,
     data_fingerprint: str | None,
@@ -282,7 +289,7 @@ def _plan_run(
     rank, world = distributed.rank(), distributed.world_size()
     fingerprint = data_fingerprint or _fingerprint(train_data)
     run_hash = config_hash(cfg, fingerprint, warm_start=warm_start)
-    train_set = _as_image_set(train_data)
+    train_set = _as_image_set(train_data, cfg.in_memory)
     per_rank = world * cfg.accumulate
     if cfg.batch_size % per_rank:
         raise ValueError(
@@ -299,7 +306,11 @@ def _plan_run(
         if cfg.warmup_steps is not None
         else round(cfg.warmup_epochs * steps_per_epoch)
     )
-    if device.type == "cuda" and train_set.images.numel() <= DEVICE_DATA_MAX_BYTES:
+    if (
+        device.type == "cuda"
+        and isinstance(train_set, ImageSet)
+        and train_set.nbytes <= DEVICE_DATA_MAX_BYTES
+    ):
         train_set = train_set.to(device)  # else batches are copied over one at a time
     return _Run(
         cfg=cfg,
@@ -318,11 +329,15 @@ def _plan_run(
     )
 
 
-def _as_image_set(data: Sequence[Part] | ImageSet) -> ImageSet:
-    return data if isinstance(data, ImageSet) else load_images(data)
+def _as_image_set(data: Sequence[Part] | Images, in_memory: bool | None) -> Images:
+    if isinstance(data, ImageSet | StreamedImages):
+        return data
+    return open_images(data, in_memory)
 
 
-def _fingerprint(data: Sequence[Part] | ImageSet) -> str:
+def _fingerprint(data: Sequence[Part] | Images) -> str:
+    if isinstance(data, StreamedImages):
+        raise ValueError("pass data_fingerprint with an already opened StreamedImages")
     if isinstance(data, ImageSet):
         h = hashlib.sha256(data.images.cpu().numpy().tobytes())
         if data.labels is not None:
@@ -436,16 +451,18 @@ def _wrap_ddp(model: SSLModel, device: torch.device) -> nn.Module:
     )
 
 
-def _monitor_set(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet | None) -> _MonitorSet:
+def _monitor_set(cfg: TrainConfig, train_set: Images, val_set: Images | None) -> _MonitorSet:
     """The monitor's fixed subset, chosen once: of val (shuffled, so both kNN folds mix
-    classes) when there is one, else of train."""
+    classes) when there is one, else of train; at most `MONITOR_MAX_BYTES` of images."""
+    per_image = max(1, train_set.nbytes // max(len(train_set), 1))
+    cap = max(4, MONITOR_MAX_BYTES // per_image)
     if val_set is not None and len(val_set) >= 2:
-        pick = fixed_subset(len(val_set), cfg.knn_samples, cfg.seed, "knn")
+        pick = fixed_subset(len(val_set), min(cfg.knn_samples, cap), cfg.seed, "knn")
         pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))]
         labels = val_set.labels[pick] if val_set.labels is not None else None
-        return _MonitorSet(val_set.images[pick].permute(0, 2, 3, 1), labels)
-    pick = fixed_subset(len(train_set), cfg.monitor_samples, cfg.seed, "monitor")
-    return _MonitorSet(train_set.images.cpu()[pick].permute(0, 2, 3, 1), None)
+        return _MonitorSet(val_set.nhwc(pick), labels)
+    pick = fixed_subset(len(train_set), min(cfg.monitor_samples, cap), cfg.seed, "monitor")
+    return _MonitorSet(train_set.nhwc(pick), None)
 
 
 def _run_steps(

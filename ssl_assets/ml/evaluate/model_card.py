@@ -159,10 +159,21 @@ def card_info(
     `encoder_lineage` the lineage of the encoder behind it; `curated` the included/total images
     per split; `gates` passed/total per asset; `reasons` the promotion decision's lines."""
     lineage = json.loads(model["lineage"] or "{}")
+    # where the weights started: the fine-tuning's own start, else the encoder's (source, sha256)
+    start = lineage.get("init_from") or encoder_lineage.get("init_from")
     return {
         "title": f"ssl-assets champion {model['model_id']}",
         "summary": model["reason"],
-        "model": {"fine-tuned": model["model_id"], "encoder": lineage.get("encoder")},
+        "model": {
+            "fine-tuned": model["model_id"],
+            "encoder": lineage.get("encoder"),
+            "start": start
+            or (
+                f"warm start from {encoder_lineage['warm_start']}"
+                if encoder_lineage.get("warm_start")
+                else "random initialisation"
+            ),
+        },
         "data": {**encoder_lineage, "curated_images": list(curated)},
         "audits": {"gates (passed / total) per asset": list(gates)},
         "metrics": {

@@ -8,7 +8,8 @@ is an `nn.Module` built as `build_objective(name, backbone=backbone, **cfg)` (th
 `objective.update_teacher(backbone, step, max_steps)` after each optimiser step.
 
 Papers: SimCLR arXiv:2002.05709, MoCo v2 arXiv:1911.05722 / arXiv:2003.04297, BYOL
-arXiv:2006.07733, VICReg arXiv:2105.04906, DINO arXiv:2104.14294, MAE arXiv:2111.06377.
+arXiv:2006.07733, VICReg arXiv:2105.04906, DINO arXiv:2104.14294, MAE arXiv:2111.06377; distillation from a frozen teacher
+arXiv:2106.05237.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ssl_assets.ml.objectives.base import (
 )
 from ssl_assets.ml.objectives.byol import BYOL, byol_loss, normalized_mse
 from ssl_assets.ml.objectives.dino import DINO, DINOLoss
+from ssl_assets.ml.objectives.distill import Distillation, distillation_loss
 from ssl_assets.ml.objectives.hybrid import Hybrid
 from ssl_assets.ml.objectives.mae import MAE, mae_loss, patchify, random_masking, unpatchify
 from ssl_assets.ml.objectives.moco import MoCo, NegativeQueue, info_nce_queue_loss
@@ -41,6 +43,7 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "dino": DINO,
     "mae": MAE,
     "hybrid": Hybrid,
+    "distill": Distillation,
 }
 
 
@@ -63,6 +66,7 @@ __all__ = [
     "BYOL",
     "DINO",
     "DINOLoss",
+    "Distillation",
     "Hybrid",
     "MAE",
     "MoCo",
@@ -78,6 +82,7 @@ __all__ = [
     "build_objective",
     "byol_loss",
     "cosine_momentum",
+    "distillation_loss",
     "encode_views",
     "info_nce_queue_loss",
     "mae_loss",
