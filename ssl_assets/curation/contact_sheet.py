@@ -62,7 +62,7 @@ def group_sheet(
     """A few duplicate groups per tier, the kept image first, then its excluded copies."""
     members = groups[groups["role"] == "member"]
     picked: list[tuple[str, list[str]]] = []
-    for tier in ("exact", "near", "semantic"):
+    for tier in ("exact", "near", "semantic", "aligned"):
         for group_id, part in list(members[members["tier"] == tier].groupby("group_id"))[:2]:
             picked.append((tier, [group_id, *part["image_id"].tolist()][:limit]))
     pixels = _pixels_of(catalog, {i for _, ids in picked for i in ids}, read_rows)

@@ -19,10 +19,30 @@ is off by 0.028 / 0.013 / 0.008 / 0.005 on average.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 # Similarity entries computed at once (float32, 64 MiB): bounds memory when a list is large.
 _BLOCK = 1 << 24
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch and BLAS on one thread for the block. The blocks are small (a few hundred queries
+    against a list of ~1,000), and on a busy 2-core machine two threads made each product and
+    top-k 3-6x *slower* than one (oversubscription, as with k-means in `semantic.py`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def list_centroids(points: np.ndarray, labels: np.ndarray, n_lists: int) -> np.ndarray:
@@ -56,11 +76,23 @@ def ivf_neighbours(
     Blocks are multiplied and reduced with torch (its top-k is several times faster than
     numpy's argpartition, which was most of the time).
     """
-    import torch
-
     queries = np.asarray(queries, dtype=np.float32)
     base = np.asarray(base, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
+    with one_thread():
+        return _search(queries, base, labels, k, n_probe, self_index)
+
+
+def _search(
+    queries: np.ndarray,
+    base: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    n_probe: int,
+    self_index: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
     m, n = len(queries), len(base)
     k = max(0, min(int(k), n))
     best = np.full((m, 0), -np.inf, np.float32)
