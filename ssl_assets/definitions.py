@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor, load_assets_from_modules
 
+from resources.curation_settings import CurationSettings
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
 from resources.settings import ComputeResource, ImageSpecResource
@@ -49,6 +50,7 @@ def build_resources(
         "profile": profile,
         "image_spec": ImageSpecResource(resolution=profile.catalog_resolution, aspect="pad"),
         "compute": ComputeResource(),
+        "curation": CurationSettings.for_lake(lake),
     }
 
 

@@ -3,15 +3,29 @@ pictures with the same layout (two different cars on one background) are not mer
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import materialize
 from PIL import Image, ImageDraw, ImageEnhance
 
+from resources.curation_settings import CURATION_FILE
+from resources.lake import READY_MARKER
+from ssl_assets.assets.curation_assets import (
+    curated_images,
+    duplicates,
+    image_catalog,
+    quality_issues,
+)
+from ssl_assets.assets.ingest_assets import raw_images
 from ssl_assets.curation.aligned import AlignSettings, aligned_scores, verified
 from ssl_assets.curation.dedup import DedupConfig, find_edges
 from ssl_assets.curation.hashing import phash64, pixel_hash
 from ssl_assets.curation.semantic import pinned_embed
+from ssl_assets.data.manifest import image_id_for
+from tests.factories import add_partitions, resources_for
 
 SIZE = 32
 
@@ -149,3 +163,56 @@ def test_images_too_small_natively_are_never_aligned():
     assert set(zip(aligned["left"], aligned["right"], strict=True)) == proposed
     assert aligned["pixel_gradient"].ge(DedupConfig().aligned_min_gradient).all()
     assert "aligned" not in set(edges(8)["tier"])  # 8x8 originals upscaled: not judged
+
+
+def _land(lake, batch: str, images: dict[str, np.ndarray]) -> None:
+    batch_dir = lake.landing_dir / batch
+    for rel, pixels in images.items():
+        (batch_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(batch_dir / rel)
+    (batch_dir / READY_MARKER).write_text("")
+
+
+def _curate_scenes(lake, store, instance) -> dict[str, pd.Series]:
+    images = {f"a_scene_{s}.png": scene(s, s) for s in range(10)}
+    images |= {f"b_{kind}.png": f(scene(k, k)) for k, (kind, f) in enumerate(COPIES.items())}
+    images |= {f"c_other_car_{s}.png": scene(s, s + 100) for s in range(5, 10)}
+    _land(lake, "scenes", images)
+    add_partitions(instance, "scenes")
+    resources = resources_for(lake, store)
+    ingest = [raw_images, image_catalog]
+    assert materialize(
+        ingest, partition_key="scenes", instance=instance, resources=resources
+    ).success
+    curation = [duplicates, quality_issues, curated_images]
+    assert materialize(curation, instance=instance, resources=resources).success
+    rows = store.query(
+        "SELECT i.rel_path, c.*, d.tier, d.settings FROM curated_images c "
+        "JOIN images i USING (image_id) JOIN duplicates d USING (image_id)"
+    )
+    return {r.rel_path: r for _, r in rows.iterrows()}
+
+
+def test_curation_finds_the_copies_and_keeps_the_look_alikes(lake, store, instance):
+    rows = _curate_scenes(lake, store, instance)
+    for k, kind in enumerate(COPIES):
+        copy = rows[f"b_{kind}.png"]
+        assert not copy["include"], kind
+        assert copy["group_id"] == image_id_for("scenes", f"a_scene_{k}.png"), kind
+    assert rows["b_shifted_2px.png"]["tier"] == "aligned"  # no hash or embedding tier finds it
+    for s in range(5, 10):  # a different car on the same background: kept, a group of its own
+        twin = rows[f"c_other_car_{s}.png"]
+        assert twin["include"] and twin["group_id"] == twin["image_id"]
+    settings = json.loads(rows["b_shifted_2px.png"]["settings"])
+    assert settings["source"] == "defaults" and settings["aligned_min_gradient"] == 0.88
+    pairs = store.query("SELECT * FROM duplicate_pairs WHERE tier = 'aligned'")
+    assert len(pairs) and pairs["pixel_ncc"].notna().all() and pairs["settings"].notna().all()
+
+
+def test_the_lake_settings_file_decides_and_is_recorded(lake, store, instance):
+    lake.path(CURATION_FILE).write_text(json.dumps({"aligned": False}))
+    rows = _curate_scenes(lake, store, instance)
+    shifted_copy = rows["b_shifted_2px.png"]
+    assert shifted_copy["include"] and shifted_copy["group_id"] == shifted_copy["image_id"]
+    settings = json.loads(shifted_copy["settings"])
+    assert settings["aligned"] is False and settings["source"] == CURATION_FILE

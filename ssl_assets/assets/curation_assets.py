@@ -1,4 +1,4 @@
-"""Curation assets: decode once, deduplicate in three tiers, flag quality issues, split for good.
+"""Curation assets: decode once, deduplicate in four tiers, flag quality issues, split for good.
 
 `image_catalog` is per batch (a later batch never re-decodes an earlier one); `duplicates`,
 `quality_issues` and `curated_images` span every admitted batch and are incremental: new images
@@ -6,6 +6,7 @@ are compared with everything curated before, and earlier decisions (groups, spli
 Every catalog version comes from the `image_spec` resource, so all four read the same arrays.
 """
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -27,6 +28,7 @@ from pydantic import Field
 from quality import thresholds
 from quality.gates import bounds_verdict, record_check, suite_verdict
 from quality.suites import curated_images_suite
+from resources.curation_settings import CurationSettings
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
 from resources.settings import ImageSpecResource
@@ -38,7 +40,7 @@ from ssl_assets.curation.decisions import (
     summarise,
 )
 from ssl_assets.curation.dedup import (
-    DedupConfig,
+    TIERS,
     assign_groups,
     find_edges,
     group_tables,
@@ -225,62 +227,37 @@ def _catalog_metadata(catalog, index, failures, version: str, array_path: str, b
 # -- duplicates ----------------------------------------------------------------------------------
 
 
-class DuplicatesConfig(Config):
-    """Deduplication thresholds, and which pinned embedder the semantic tier uses."""
-
-    embedder: str = Field(
-        default="pinned",
-        description="'pinned' (the fixed cheap embedding, PINNED_EMBEDDER_VERSION) or the id of "
-        "an encoder in `models` to pin instead; recorded with every group",
-    )
-    near_max_distance: int = Field(
-        default=DedupConfig.near_max_distance, description="max Hamming distance of 64-bit pHashes"
-    )
-    semantic_threshold: float = Field(
-        default=DedupConfig.semantic_threshold,
-        description="min cosine similarity (pinned embedder)",
-    )
-    semantic_clusters: int | None = Field(
-        default=DedupConfig.semantic_clusters, description="k-means clusters; None = ~1 per 1,000"
-    )
-    seed: int = DedupConfig.seed
-
-
 DUPLICATES_SCHEMA = TableSchema(
     columns=[
         TableColumn("seq", "int", description="curation order"),
         TableColumn("image_id", "string"),
         TableColumn("group_id", "string", description="the kept representative's id"),
         TableColumn("role", "string", description="representative | member"),
-        TableColumn("tier", "string", description="exact | near | semantic"),
+        TableColumn("tier", "string", description="exact | near | semantic | aligned"),
         TableColumn("matched_id", "string", description="the image it matched"),
-        TableColumn("score", "float", description="Hamming distance or cosine"),
+        TableColumn("score", "float", description="Hamming distance, cosine or gradient cosine"),
         TableColumn("linked_groups", "string", description="earlier groups touched"),
         TableColumn("embedder", "string", description="semantic tier's embedder"),
+        TableColumn("settings", "string", description="the lake's curation settings (JSON)"),
     ]
 )
 
 
 def _groups(
-    config: DuplicatesConfig,
+    curation: CurationSettings,
     lake: LakeResource,
     metadata: MetadataStore,
     new: pd.DataFrame,
     old: pd.DataFrame,
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str]:
-    """Edges of the three tiers from the new images to each other and to the old ones, and the
+    """Edges of the four tiers from the new images to each other and to the old ones, and the
     groups they form (an unmerged image stays alone); (None, None, embedder) when none is new."""
-    cfg = DedupConfig(
-        near_max_distance=config.near_max_distance,
-        semantic_threshold=config.semantic_threshold,
-        semantic_clusters=config.semantic_clusters,
-        seed=config.seed,
-    )
     with refused():
-        embed, embedder = semantic_embedder(config.embedder, lake.read_rows, lake.model_dir)
+        embed, embedder = semantic_embedder(curation.embedder, lake.read_rows, lake.model_dir)
         if new.empty:
             return None, None, embedder
-        edges = find_edges(new, embed(new), old, embed(old), cfg)
+        cfg = curation.dedup_config()
+        edges = find_edges(new, embed(new), old, embed(old), cfg, read_pixels=lake.read_rows)
     unmerged = metadata.overridden("unmerge")
     return assign_groups(new["image_id"].tolist(), old, edges, unmerged), edges, embedder
 
@@ -295,23 +272,26 @@ def _groups(
 )
 def duplicates(
     context: AssetExecutionContext,
-    config: DuplicatesConfig,
     lake: LakeResource,
     metadata: MetadataStore,
     image_spec: ImageSpecResource,
+    curation: CurationSettings,
 ) -> MaterializeResult:
-    """Duplicate groups in three tiers — exact (identical decoded pixels), near (pHash within
-    a Hamming distance, pigeonhole index) and semantic (pinned-embedding cosine similarity
-    within k-means clusters, SemDeDup) — for images not deduplicated before, searched against
-    each other and everything already curated. Each group keeps its first image."""
+    """Duplicate groups in four tiers — exact (identical decoded pixels), near (pHash within
+    a Hamming distance, pigeonhole index), semantic (pinned-embedding cosine similarity within
+    k-means clusters, SemDeDup) and aligned (an embedding neighbour confirmed by its pixels under
+    the best small shift, crop and tone change) — for images not deduplicated before, searched
+    against each other and everything already curated, under the lake's curation settings
+    (recorded with every decision). Each group keeps its first image."""
     catalog = metadata.admitted_catalog(image_spec.version)
     done = metadata.deduplicated()
     new, old = new_and_old(catalog, done)
     started = time.perf_counter()
-    groups, edges, embedder = _groups(config, lake, metadata, new, old)
+    groups, edges, embedder = _groups(curation, lake, metadata, new, old)
     seconds = time.perf_counter() - started
-    per_tier = {"exact": 0, "near": 0, "semantic": 0}
+    per_tier = dict.fromkeys(TIERS, 0)
     sheet = None
+    stamp = {"run_id": context.run.run_id, "recorded_at": utcnow(), "settings": curation.record()}
     if groups is not None:
         rows, pairs = group_tables(
             groups,
@@ -320,7 +300,7 @@ def duplicates(
             old,
             next_seq=int(done["seq"].max()) + 1 if len(done) else 0,
             embedder=embedder,
-            stamp={"run_id": context.run.run_id, "recorded_at": utcnow()},
+            stamp=stamp,
         )
         metadata.append_duplicates(rows, pairs)
         members = groups[groups["role"] == "member"]
@@ -340,8 +320,9 @@ def duplicates(
             "new_groups": int((groups["role"] == "representative").sum())
             if groups is not None
             else 0,
-            "near_max_distance": config.near_max_distance,
-            "semantic_threshold": config.semantic_threshold,
+            "near_max_distance": curation.near_max_distance,
+            "semantic_threshold": curation.semantic_threshold,
+            "curation_settings": MetadataValue.json(json.loads(stamp["settings"])),
             "embedder": embedder,
             "seconds": round(seconds, 3),
             "sample_groups": MetadataValue.md(
