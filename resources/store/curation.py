@@ -110,6 +110,22 @@ class CurationQueries(Queries):
         curated = self.query(sql("curation", "curated_decisions"))
         return catalog.merge(curated, on="image_id", how="inner").reset_index(drop=True)
 
+    # -- leaks ---------------------------------------------------------------------------------
+
+    def split_leaks(self) -> pd.DataFrame:
+        """The `split_leaks` view: one row per duplicate edge between a held-out image and a
+        training image, with tier, scores and whether each end is included."""
+        return self.query(sql("curation", "split_leaks"))
+
+    def split_sizes(self) -> dict[str, int]:
+        """Curated images (included or not) per split."""
+        rows = self.query(sql("curation", "split_sizes"))
+        return {r.split: int(r.images) for r in rows.itertuples(index=False)}
+
+    def catalog_rows(self, version: str, image_ids: list[str]) -> pd.DataFrame:
+        """image_id, array_path, array_row of the given images at `version` (for pictures)."""
+        return self.query(sql("curation", "catalog_rows"), [version, list(image_ids)])
+
     def batches_by_arrival(self, batches: set[str]) -> list[str]:
         """The given admitted batches in order of arrival (first admission-log row)."""
         order = self.query(sql("curation", "batches_by_arrival"))

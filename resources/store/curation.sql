@@ -76,3 +76,15 @@ JOIN admitted_batches USING (batch) GROUP BY ALL ORDER BY ALL;
 -- name: uncurated_count
 SELECT count(*) AS n FROM image_catalog c JOIN admitted_batches USING (batch)
 WHERE c.image_id NOT IN (SELECT image_id FROM splits);
+
+-- name: split_leaks
+-- Every duplicate edge between a held-out (val, test) image and a training image.
+SELECT * FROM split_leaks ORDER BY held_out_split, held_out_id, train_id;
+
+-- name: split_sizes
+SELECT split, count(*) AS images FROM curated_images GROUP BY split;
+
+-- name: catalog_rows
+-- Catalog rows (array path and row) of the given images at a version.
+SELECT image_id, array_path, array_row FROM image_catalog
+WHERE version = ? AND list_contains(?, image_id);

@@ -9,6 +9,7 @@ Every catalog version comes from the `image_spec` resource, so all four read the
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pandas as pd
 from dagster import (
@@ -32,7 +33,13 @@ from resources.curation_settings import CurationSettings
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
 from resources.settings import ImageSpecResource
-from ssl_assets.curation.contact_sheet import grid_png, group_sheet, issue_sheet, markdown_image
+from ssl_assets.curation.contact_sheet import (
+    grid_png,
+    group_sheet,
+    issue_sheet,
+    markdown_image,
+    pairs_png,
+)
 from ssl_assets.curation.decisions import (
     allowed_reasons,
     decide,
@@ -55,6 +62,7 @@ from ssl_assets.curation.image_issues import (
     default_thresholds,
     issue_table,
 )
+from ssl_assets.curation.leaks import HELD_OUT, leak_summary, leak_verdicts, sample_pairs
 from ssl_assets.curation.semantic import PINNED_EMBEDDER_VERSION
 from ssl_assets.curation.splits import SplitConfig, assign_splits, prepare_pending
 from ssl_assets.data.catalog import (
@@ -430,6 +438,15 @@ class CuratedImagesConfig(Config):
         description="Blocking gate: largest excluded share of any batch.",
     )
     max_groups_across_splits: int = thresholds.CURATION_MAX_GROUPS_ACROSS_SPLITS
+    max_leak_rate: float = Field(
+        default=thresholds.CURATION_MAX_LEAK_RATE,
+        description="Blocking gate, per held-out split: share of its images duplicating train.",
+    )
+    max_included_leaks: int = Field(
+        default=thresholds.CURATION_MAX_INCLUDED_LEAKS,
+        description="Blocking gate, per held-out split: images still included beside a "
+        "training image they duplicate.",
+    )
 
 
 CURATED_SCHEMA = TableSchema(
@@ -495,6 +512,57 @@ def _curation_verdicts(stored: pd.DataFrame, summary, config: CuratedImagesConfi
     ]
 
 
+@dataclass
+class _Leaks:
+    verdicts: list
+    metadata: dict
+    metrics: dict
+
+
+def _leak_report(
+    config: CuratedImagesConfig, lake: LakeResource, metadata: MetadataStore, version: str
+) -> _Leaks:
+    """The held-out splits' leak rates (gates and metrics) and a picture of sample leak pairs:
+    held-out image, then its training match, with both ids and the scores that linked them."""
+    found = metadata.split_leaks()
+    table = leak_summary(found, metadata.split_sizes())
+    pairs = sample_pairs(found)
+    picture = "no held-out image duplicates a training image"
+    if len(pairs):
+        ids = [*pairs["held_out_id"], *pairs["train_id"]]
+        rows = metadata.catalog_rows(version, ids).set_index("image_id").loc[ids]
+        pixels = dict(zip(ids, lake.read_rows(rows.reset_index()), strict=True))
+        tiles = [
+            (_pair_caption(r), pixels[r.held_out_id], pixels[r.train_id])
+            for r in pairs.itertuples()
+        ]
+        picture = markdown_image(
+            pairs_png([("held-out image, then its training match", tiles)]), "leaks"
+        )
+    return _Leaks(
+        verdicts=leak_verdicts(table, config.max_leak_rate, config.max_included_leaks),
+        metadata={
+            "split_leaks": MetadataValue.md(picture),
+            "leak_rates": MetadataValue.json(table.set_index("split").to_dict("index")),
+        },
+        metrics={
+            f"{m}_{r.split}": getattr(r, m)
+            for r in table.itertuples()
+            for m in ("leak_rate", "leaked", "included_leaks")
+        },
+    )
+
+
+def _pair_caption(pair) -> tuple[str, str]:
+    """Two lines: both ids (shortened), then the tier with its score and the pixel scores."""
+    scores = pair.tier + {"near": f" d{pair.score:.0f}", "semantic": f" {pair.score:.2f}"}.get(
+        pair.tier, ""
+    )
+    if pair.pixel_ncc == pair.pixel_ncc and pair.tier != "exact":  # measured (not NaN)
+        scores += f" ncc {pair.pixel_ncc:.2f} g {pair.pixel_gradient:.2f}"
+    return (f"{pair.held_out_split} {pair.held_out_id[:6]}~{pair.train_id[:6]}", scores)
+
+
 @asset(
     deps=["duplicates", "quality_issues"],
     group_name="curation",
@@ -521,6 +589,17 @@ def _curation_verdicts(stored: pd.DataFrame, summary, config: CuratedImagesConfi
             blocking=True,
             description="No duplicate group has included images in two splits (no leak).",
         ),
+        *[
+            AssetCheckSpec(
+                f"leak_rate_{split}",
+                asset="curated_images",
+                blocking=True,
+                description=f"No {split} image still included beside a training image it "
+                f"duplicates (blocks), and at most max_leak_rate of {split} duplicating training "
+                "images (warns): split_leaks.",
+            )
+            for split in HELD_OUT
+        ],
     ],
 )
 def curated_images(
@@ -528,15 +607,18 @@ def curated_images(
     config: CuratedImagesConfig,
     lake: LakeResource,
     metadata: MetadataStore,
+    image_spec: ImageSpecResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """One row per image: include flag, exclusion reasons and a split. Splits are assigned once
     (append-only `splits`): a new group by its representative's pin or pixel hash, a member by its
     group; an image whose duplicates span splits, or whose pin contradicts its group, is excluded
-    as cross_split_duplicate. Overrides (overrides.csv or the `overrides` table) always win."""
+    as cross_split_duplicate. Overrides (overrides.csv or the `overrides` table) always win. The
+    leak report (`split_leaks`) gates each held-out split's leak rate."""
     run_id = context.run.run_id
     imported, new_splits = _split_and_decide(config, lake, metadata, run_id)
     stored = metadata.curated_images()
     summary = summarise(stored)
+    leaks = _leak_report(config, lake, metadata, image_spec.version)
     metadata.record_metrics(
         "curated_images",
         None,
@@ -548,6 +630,7 @@ def curated_images(
             "cross_split_duplicates": len(summary.cross_split),
             **{f"included_{k}": v for k, v in summary.included_by_split.items()},
             **{f"excluded_{k}": v for k, v in summary.excluded_by_reason.items()},
+            **leaks.metrics,
         },
     )
     yield MaterializeResult(
@@ -569,7 +652,10 @@ def curated_images(
                 else "none"
             ),
         }
+        | leaks.metadata
     )
-    verdicts = _curation_verdicts(stored, summary, config)
-    for verdict in verdicts:
-        yield record_check(metadata, "curated_images", verdict, partition=None, run_id=run_id)
+    gates = [(v, True) for v in _curation_verdicts(stored, summary, config)] + leaks.verdicts
+    for verdict, blocking in gates:
+        yield record_check(
+            metadata, "curated_images", verdict, partition=None, run_id=run_id, blocking=blocking
+        )

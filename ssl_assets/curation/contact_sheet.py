@@ -92,3 +92,38 @@ def issue_sheet(
             action = "excludes" if issue in exclude else "annotates"
             rows.append((f"{issue} ({action})", [pixels[i] for i in ids]))
     return grid_png(rows) if rows else None
+
+
+PairTile = tuple[Sequence[str], np.ndarray, np.ndarray]
+
+
+def pairs_png(
+    sections: Sequence[tuple[str, Sequence[PairTile]]], cols: int = 5, cell: int = 56
+) -> bytes:
+    """Pairs of images side by side, each with caption lines under it (ids and scores), in
+    titled sections: a person judges what a threshold merged, and what it nearly merged."""
+    line = CAPTION_HEIGHT
+    lines = max([len(c) for _, tiles in sections for c, _, _ in tiles] or [1])
+    tile_w, tile_h = 2 * cell + 8, cell + lines * line + 6
+    rows = sum(1 + max(1, -(-len(tiles) // cols)) for _, tiles in sections)
+    width = max(240, cols * tile_w + 4)
+    sheet = Image.new("RGB", (width, rows * tile_h + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 2
+    for title, tiles in sections:
+        draw.text((2, y + tile_h // 2 - line), title[: width // 6], fill="black")
+        y += tile_h
+        for k, (caption, first, second) in enumerate(tiles):
+            x = 2 + (k % cols) * tile_w
+            top = y + (k // cols) * tile_h
+            for j, img in enumerate((first, second)):
+                tile = Image.fromarray(np.asarray(img, dtype=np.uint8)).resize(
+                    (cell, cell), Image.Resampling.NEAREST
+                )
+                sheet.paste(tile, (x + j * (cell + 1), top))
+            for i, text in enumerate(caption):
+                draw.text((x, top + cell + 2 + i * line), text[: tile_w // 6], fill="black")
+        y += max(1, -(-len(tiles) // cols)) * tile_h
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
