@@ -94,9 +94,9 @@ class CurationSettings(ConfigurableResource):
         """What every decision records: the values and where they came from, as JSON."""
         return json.dumps({**self.values(), "source": self.source}, sort_keys=True)
 
-    def replaced(self, **changes: Any) -> CurationSettings:
+    def replaced(self, source: str | None = None, **changes: Any) -> CurationSettings:
         """A copy with some values changed (unknown names are a ValueError)."""
-        return settings_from({**self.values(), **changes}, source=self.source)
+        return settings_from({**self.values(), **changes}, source=source or self.source)
 
     @classmethod
     def for_lake(cls, lake: LakeResource) -> CurationSettings:

@@ -1,11 +1,36 @@
 -- 005: leaks. The curation settings behind every duplicate decision, the scores of every
--- duplicate edge, and the leak report.
+-- duplicate edge, re-curations with every change they made, and the leak report.
 
 ALTER TABLE duplicates ADD COLUMN settings VARCHAR;          -- JSON: the lake's curation settings
 ALTER TABLE duplicate_pairs ADD COLUMN cosine DOUBLE;        -- embedding cosine of the pair
 ALTER TABLE duplicate_pairs ADD COLUMN pixel_ncc DOUBLE;     -- ZNCC at the best alignment
 ALTER TABLE duplicate_pairs ADD COLUMN pixel_gradient DOUBLE; -- gradient cosine there
 ALTER TABLE duplicate_pairs ADD COLUMN settings VARCHAR;
+
+CREATE TABLE recurations (       -- every applied `ssl-assets recurate`
+    recuration_id     VARCHAR NOT NULL,
+    settings_before   VARCHAR NOT NULL,  -- JSON
+    settings_after    VARCHAR NOT NULL,  -- JSON
+    images            INTEGER NOT NULL,  -- images re-curated
+    group_changes     INTEGER NOT NULL,
+    exclusion_changes INTEGER NOT NULL,
+    split_moves       INTEGER NOT NULL,
+    protected_moves   INTEGER NOT NULL,  -- moves of images that evaluated a promoted model
+    forced            BOOLEAN NOT NULL,
+    who               VARCHAR,
+    why               VARCHAR,
+    recorded_at       TIMESTAMP NOT NULL
+);
+
+CREATE TABLE curation_changes (  -- one row per image and kind of change a re-curation made
+    recuration_id VARCHAR NOT NULL,
+    image_id      VARCHAR NOT NULL,
+    change        VARCHAR NOT NULL,  -- group | exclusion | split
+    before        VARCHAR,
+    after         VARCHAR,
+    protected     BOOLEAN NOT NULL,  -- held out when a promoted model was evaluated
+    recorded_at   TIMESTAMP NOT NULL
+);
 
 -- Every duplicate edge between a held-out image (split val or test) and a training image, with
 -- the tier and scores that linked them; edges a person undid (`unmerge`) are left out.
