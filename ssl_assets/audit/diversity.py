@@ -51,7 +51,10 @@ DEFAULT_KNN = 10
 DEFAULT_MERGE_SIMILARITY = 0.95
 DEFAULT_REDUNDANCY_SIMILARITY = 0.95
 MAX_AUTO_CLUSTERS = 50
-MAX_KMEANS_FIT = 20_000
+# k-means is fitted on a seeded sample of at most this many rows (at most 50 clusters: 200 rows
+# a centroid). On 50,000 CIFAR-10 train images 20,000 took 173 Lloyd iterations (5.4 s at load
+# 9 on 2 cores) and 10,000 took 38 (1.0 s), for a normalised entropy of 0.994 against 0.993.
+MAX_KMEANS_FIT = 10_000
 MAX_PCA_FIT = 20_000
 # Above this many images the kNN scores come from the approximate (IVF) search.
 EXACT_KNN_MAX = 10_000
