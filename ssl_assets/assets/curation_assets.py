@@ -553,14 +553,15 @@ def _leak_report(
     )
 
 
-def _pair_caption(pair) -> tuple[str, str]:
-    """Two lines: both ids (shortened), then the tier with its score and the pixel scores."""
-    scores = pair.tier + {"near": f" d{pair.score:.0f}", "semantic": f" {pair.score:.2f}"}.get(
+def _pair_caption(pair) -> tuple[str, ...]:
+    """Both ids (shortened), the tier with its score, and the pixel scores when measured."""
+    tier = pair.tier + {"near": f" d={pair.score:.0f}", "semantic": f" {pair.score:.3f}"}.get(
         pair.tier, ""
     )
+    lines = (f"{pair.held_out_split} {pair.held_out_id[:6]}~{pair.train_id[:6]}", tier)
     if pair.pixel_ncc == pair.pixel_ncc and pair.tier != "exact":  # measured (not NaN)
-        scores += f" ncc {pair.pixel_ncc:.2f} g {pair.pixel_gradient:.2f}"
-    return (f"{pair.held_out_split} {pair.held_out_id[:6]}~{pair.train_id[:6]}", scores)
+        lines += (f"ncc {pair.pixel_ncc:.2f} grad {pair.pixel_gradient:.2f}",)
+    return lines
 
 
 @asset(

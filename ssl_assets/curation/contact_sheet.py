@@ -105,24 +105,26 @@ def pairs_png(
     line = CAPTION_HEIGHT
     lines = max([len(c) for _, tiles in sections for c, _, _ in tiles] or [1])
     tile_w, tile_h = 2 * cell + 8, cell + lines * line + 6
-    rows = sum(1 + max(1, -(-len(tiles) // cols)) for _, tiles in sections)
+    chars = tile_w // 6  # the default font is about 6 pixels a character
     width = max(240, cols * tile_w + 4)
-    sheet = Image.new("RGB", (width, rows * tile_h + 4), "white")
+    height = sum(line + 6 + max(1, -(-len(tiles) // cols)) * tile_h for _, tiles in sections)
+    sheet = Image.new("RGB", (width, height + 4), "white")
     draw = ImageDraw.Draw(sheet)
     y = 2
     for title, tiles in sections:
-        draw.text((2, y + tile_h // 2 - line), title[: width // 6], fill="black")
-        y += tile_h
+        draw.text((2, y), title[: width // 6], fill="black")
+        y += line + 6
+        if not tiles:
+            draw.text((2, y), "none", fill="gray")
         for k, (caption, first, second) in enumerate(tiles):
-            x = 2 + (k % cols) * tile_w
-            top = y + (k // cols) * tile_h
+            x, top = 2 + (k % cols) * tile_w, y + (k // cols) * tile_h
             for j, img in enumerate((first, second)):
                 tile = Image.fromarray(np.asarray(img, dtype=np.uint8)).resize(
                     (cell, cell), Image.Resampling.NEAREST
                 )
                 sheet.paste(tile, (x + j * (cell + 1), top))
             for i, text in enumerate(caption):
-                draw.text((x, top + cell + 2 + i * line), text[: tile_w // 6], fill="black")
+                draw.text((x, top + cell + 2 + i * line), text[:chars], fill="black")
         y += max(1, -(-len(tiles) // cols)) * tile_h
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=True)
