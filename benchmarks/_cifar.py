@@ -25,7 +25,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CIFAR_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+_IN_SHARED = Path("shared") / "data" / "cifar10-jpg.tar.gz"
+# ../shared beside the checkout; a worktree one level deeper (e.g. wt/<name>) looks one higher
+CIFAR_TARBALL = next(
+    (p / _IN_SHARED for p in Path(__file__).resolve().parents[2:4] if (p / _IN_SHARED).is_file()),
+    Path(__file__).resolve().parents[2] / _IN_SHARED,
+)
 SPLITS = ("train", "test")
 READY = "_READY"
 

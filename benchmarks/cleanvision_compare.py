@@ -318,11 +318,11 @@ def compare(workdir: Path, ours_fig: dict[str, Any], cv_fig: dict[str, Any], png
         ("near",),
     )
     pairs_report(
-        "near: cleanvision near_duplicates vs our near + semantic tiers",
-        "near+semantic",
+        "near: cleanvision near_duplicates vs our near + semantic + aligned tiers",
+        "near+semantic+aligned",
         cv_near,
-        ("near", "semantic"),
-        ("semantic",),
+        ("near", "semantic", "aligned"),
+        ("semantic", "aligned"),
     )
 
     cv_issues = pd.read_parquet(workdir / "cleanvision_issues.parquet")

@@ -9,10 +9,12 @@ runs, e.g. the audits: timed apart), all in this process.
 
 Printed: wall time per job and per step (from the Dagster event log), the peak RSS of this process
 after each job, then from DuckDB: images per batch, duplicates per tier, quality flags per issue,
-included per split, excluded per reason, the test images excluded as `cross_split_duplicate`
-(duplicates of a training image; the ciFAIR study puts that at about 3 % of CIFAR-10's test set)
-and every gate. A PNG of sample test/train pairs is written (default
-`benchmarks/out/cifar_cross_split.png`).
+included per split, excluded per reason, the test images excluded as `cross_split_duplicate`,
+the leak report (`split_leaks`: test images with a train duplicate, by tier, and how many share
+the matched train image's class; the classes come from metadata.csv and curation never reads
+them; the ciFAIR study puts such test images at about 3 % of CIFAR-10's test set) and every
+gate. A PNG (default `benchmarks/out/cifar_leaks.png`) shows 30 random flagged test/train pairs
+and 30 candidate pairs just below the aligned tier's thresholds, with ids, scores and classes.
 
     .venv/bin/python benchmarks/curate_cifar10.py                  # all 60,000 images
     .venv/bin/python benchmarks/curate_cifar10.py --limit 1000     # 1,000 per split, quick
@@ -43,8 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _cifar import CIFAR_TARBALL, batch_name, land_batch, read_cifar  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PNG = REPO / "benchmarks" / "out" / "cifar_cross_split.png"
-TIER_ORDER = ("exact", "near", "semantic")
+DEFAULT_PNG = REPO / "benchmarks" / "out" / "cifar_leaks.png"
+TIER_ORDER = ("exact", "near", "semantic", "aligned")
+PICTURE_PAIRS = 30
+# "Just below": a candidate pair whose scores fall short of the aligned tier's by at most this.
+BELOW_MARGIN = 0.05
 SWEEP = (0.98, 0.95, 0.92, 0.90)
 # Steps that are curation proper; the job `pipeline.curate` runs may hold more (the audits).
 CURATION_STEPS = ("raw_images", "image_catalog", "duplicates", "quality_issues", "curated_images")
@@ -139,14 +144,14 @@ def run(
     from dagster import DagsterInstance
 
     from resources.lake import LakeResource
-    from resources.metadata import MetadataStore
     from ssl_assets import pipeline
-    from ssl_assets.definitions import defs
+    from ssl_assets.definitions import build_definitions
 
     import_s = time.perf_counter() - started
-    lake = LakeResource(root=str(lake_root))
-    lake.ensure()
-    store = MetadataStore(path=str(lake.metadata_path))
+    LakeResource(root=str(lake_root)).ensure()
+    # Built once the lake exists: its curation settings (curation.json, if any) are read here.
+    defs = build_definitions("demo", str(lake_root))
+    lake, store = defs.resources["lake"], defs.resources["metadata"]
     instance = DagsterInstance.get()
     # Loading the definitions (torch included) is a once-per-process cost, like cleanvision's
     # import: it is timed as an import, not as the first job's run.
@@ -169,12 +174,14 @@ def run(
         land_batch(lake.landing_dir, files[split])
         land_s += time.perf_counter() - t
         with Stage(f"ingest_batch[{batch_name(split)}]", profile) as stage:
-            batch_runs = pipeline.ingest_ready_batches(lake, store, instance)
+            batch_runs = pipeline.ingest_ready_batches(defs, instance)
         stages.append(stage)
         for r in batch_runs:
             runs.append({"job": stage.name, "run_id": r.run_id, "success": r.success})
     with Stage("curate", profile) as stage:
-        result = pipeline.curate(lake, store, instance)
+        result = defs.resolve_job_def("curate_and_audit").execute_in_process(
+            instance=instance, run_config=pipeline.QUIET, raise_on_error=False
+        )
     stages.append(stage)
     runs.append({"job": "curate", "run_id": result.run_id, "success": result.success})
     total_s = sum(s.seconds for s in stages)
@@ -274,9 +281,7 @@ ORDER BY test_path
 
 
 def report(store: Any, lake: Any, png: Path) -> dict[str, Any]:
-    """Print the curation figures from DuckDB and save the cross-split picture."""
-    from ssl_assets.curation.contact_sheet import grid_png
-
+    """Print the curation figures from DuckDB and save the leak picture."""
     train, test = batch_name("train"), batch_name("test")
     out: dict[str, Any] = {}
     print()
@@ -400,13 +405,7 @@ def report(store: Any, lake: Any, png: Path) -> dict[str, Any]:
         for g in gates.itertuples()
     }
 
-    if n_cross:
-        save_pairs_png(store, lake, pairs.dropna(subset=["tier"]), png, grid_png)
-        print(
-            f"picture of sample cross-split pairs (test image, then the train image it "
-            f"matches): {png}"
-        )
-        out["png"] = str(png)
+    out.update(leak_report(store, lake, train, test, png))
     return out
 
 
@@ -443,37 +442,191 @@ def threshold_sweep(
     return {t: (int((best >= t).sum()), int(((best >= t) | near).sum())) for t in thresholds}
 
 
-def save_pairs_png(store: Any, lake: Any, pairs: Any, png: Path, grid_png: Any) -> None:
-    """Rows per tier of (test, train) image pairs, 4 pairs a row, from the catalog arrays."""
+def _pixels_reader(store: Any, lake: Any) -> Any:
+    """pixels(image_ids) -> N x H x W x 3 from the catalog arrays."""
     from ssl_assets.data.catalog import load_array
 
     catalog = store.query("SELECT image_id, array_path, array_row FROM image_catalog")
     where = {r.image_id: (r.array_path, r.array_row) for r in catalog.itertuples()}
     arrays: dict[str, np.ndarray] = {}
 
-    def pixels(image_id: str) -> np.ndarray:
-        path, row = where[image_id]
-        if path not in arrays:
-            arrays[path] = load_array(lake.path(path))
-        return np.asarray(arrays[path][row])
+    def pixels(ids: list[str]) -> np.ndarray:
+        out = []
+        for image_id in ids:
+            path, row = where[image_id]
+            if path not in arrays:
+                arrays[path] = load_array(lake.path(path))
+            out.append(np.asarray(arrays[path][row]))
+        return np.stack(out) if out else np.zeros((0, 32, 32, 3), np.uint8)
 
-    rows = []
+    return pixels
+
+
+def leak_report(store: Any, lake: Any, train: str, test: str, png: Path) -> dict[str, Any]:
+    """Print the leak figures from `split_leaks` (with the benchmark's own check of the classes)
+    and save the picture of flagged and nearly flagged pairs."""
+    from ssl_assets.curation.contact_sheet import pairs_png
+
+    classes = store.query("SELECT image_id, value AS class FROM attributes WHERE key = 'class'")
+    cls = dict(zip(classes["image_id"], classes["class"], strict=True))
+    leaks = store.query(
+        "SELECT * FROM split_leaks WHERE held_out_split = 'test' QUALIFY row_number() OVER ("
+        "PARTITION BY held_out_id ORDER BY CASE tier WHEN 'exact' THEN 0 WHEN 'near' THEN 1 "
+        "WHEN 'semantic' THEN 2 ELSE 3 END, cosine DESC) = 1 ORDER BY held_out_id"
+    )
+    n_test = int(store.query("SELECT count(*) AS n FROM images WHERE batch = ?", [test])["n"][0])
+    same = np.array(
+        [
+            cls.get(a) == cls.get(b)
+            for a, b in zip(leaks["held_out_id"], leaks["train_id"], strict=True)
+        ]
+    )
+    by_tier = leaks["tier"].value_counts().reindex(TIER_ORDER, fill_value=0).to_dict()
+    print(
+        f"LEAKS: test images flagged as duplicates of a train image (split_leaks): {len(leaks)} "
+        f"of {n_test} = {len(leaks) / max(n_test, 1):.2%} (strongest link: "
+        + ", ".join(f"{k}={v}" for k, v in by_tier.items())
+        + f"); sharing the matched train image's class: {int(same.sum())} of {len(leaks)} = "
+        f"{same.mean() if len(same) else 0:.2%}; still included: "
+        f"{int(leaks['held_out_included'].sum())}"
+    )
+    edges = store.query(
+        "SELECT held_out_id, train_id FROM split_leaks WHERE held_out_split = 'test'"
+    )
+    agree = [cls.get(a) == cls.get(b) for a, b in edges.itertuples(index=False)]
+    print(
+        f"  every test-train duplicate edge: {len(edges)}, same class {np.mean(agree) if agree else 0:.2%}"
+    )
     for tier in TIER_ORDER:
-        part = pairs[pairs["tier"] == tier]
-        if tier == "semantic":
-            part = part.sort_values("score")  # the least similar first: the doubtful ones
-        for k in range(0, min(len(part), 8), 4):
-            chunk = part.iloc[k : k + 4]
-            images = [
-                p for r in chunk.itertuples() for p in (pixels(r.test_id), pixels(r.train_id))
-            ]
-            scores = " ".join(
-                f"{s:.2f}" if tier == "semantic" else f"{s:.0f}" for s in chunk["score"]
-            )
-            label = "distance" if tier == "near" else "similarity" if tier == "semantic" else ""
-            rows.append((f"{tier} (test, train) x{len(chunk)} {label} {scores}".strip(), images))
+        part = same[(leaks["tier"] == tier).to_numpy()]
+        if len(part):
+            print(f"  {tier:<9} {len(part):>5} test images, same class {part.mean():.2%}")
+    rng = np.random.default_rng(0)
+    flagged = leaks.iloc[
+        np.sort(rng.choice(len(leaks), min(PICTURE_PAIRS, len(leaks)), replace=False))
+    ]
+    below = nearly_flagged(store, lake, train, test, set(leaks["held_out_id"]))
+    print(
+        f"  just below the aligned thresholds (scores short by <= {BELOW_MARGIN}): {len(below)} "
+        f"candidate pairs of unflagged test images; same class "
+        f"{np.mean([cls.get(a) == cls.get(b) for a, b in zip(below['test_id'], below['train_id'], strict=True)]) if len(below) else 0:.2%}"
+    )
+    near_miss = below.iloc[
+        np.sort(rng.choice(len(below), min(PICTURE_PAIRS, len(below)), replace=False))
+    ]
+    pixels = _pixels_reader(store, lake)
+
+    def tiles(ids_a, ids_b, captions) -> list:
+        a, b = pixels(list(ids_a)), pixels(list(ids_b))
+        return [(c, a[k], b[k]) for k, c in enumerate(captions)]
+
+    def caption(a: str, b: str, scores: str) -> tuple[str, str, str]:
+        return (f"{a[:6]}~{b[:6]}", scores, f"{cls.get(a)}/{cls.get(b)}")
+
+    sections = [
+        (
+            f"{len(flagged)} random flagged pairs of {len(leaks)} (test, then its train match)",
+            tiles(
+                flagged["held_out_id"],
+                flagged["train_id"],
+                [
+                    caption(
+                        r.held_out_id,
+                        r.train_id,
+                        f"{r.tier} {r.cosine:.2f} {r.pixel_ncc:.2f} {r.pixel_gradient:.2f}",
+                    )
+                    for r in flagged.itertuples()
+                ],
+            ),
+        ),
+        (
+            f"{len(near_miss)} random pairs of {len(below)} just below the thresholds (not merged)",
+            tiles(
+                near_miss["test_id"],
+                near_miss["train_id"],
+                [
+                    caption(
+                        r.test_id,
+                        r.train_id,
+                        f"- {r.cosine:.2f} {r.pixel_ncc:.2f} {r.pixel_gradient:.2f}",
+                    )
+                    for r in near_miss.itertuples()
+                ],
+            ),
+        ),
+    ]
     png.parent.mkdir(parents=True, exist_ok=True)
-    png.write_bytes(grid_png(rows, cell=64, max_cols=8))
+    png.write_bytes(pairs_png(sections, cols=6, cell=64))
+    print(
+        f"  picture of flagged and nearly flagged pairs (captions: ids; tier, cosine, ZNCC, "
+        f"gradient cosine; classes): {png}"
+    )
+    return {
+        "leaked_test": len(leaks),
+        "leaked_test_share": len(leaks) / max(n_test, 1),
+        "leaked_same_class": float(same.mean()) if len(same) else 0.0,
+        "leaked_by_tier": {k: int(v) for k, v in by_tier.items()},
+        "nearly_flagged_pairs": len(below),
+        "png": str(png),
+    }
+
+
+def nearly_flagged(store: Any, lake: Any, train: str, test: str, flagged: set[str]) -> Any:
+    """Candidate pairs (the aligned tier's, test against train) of unflagged test images whose
+    pixel scores fall short of the lake's thresholds by at most `BELOW_MARGIN`: what a slightly
+    looser setting would have merged. Computed with curation's own functions."""
+    import pandas as pd
+
+    from resources.curation_settings import CurationSettings
+    from ssl_assets.curation.aligned import aligned_scores, candidate_pairs
+    from ssl_assets.curation.semantic import cluster_labels
+    from ssl_assets.data.catalog import load_array
+
+    cfg = CurationSettings.for_lake(lake).dedup_config()
+    rows = store.query(
+        "SELECT image_id, batch, array_path FROM image_catalog WHERE batch IN (?, ?) "
+        "ORDER BY batch, array_row",
+        [train, test],
+    )
+    ids, emb = {}, {}
+    for batch in (train, test):
+        part = rows[rows["batch"] == batch]
+        ids[batch] = part["image_id"].to_numpy()
+        path = part["array_path"].iloc[0].removesuffix(".npy") + ".pinned.npy"
+        emb[batch] = np.asarray(load_array(lake.path(path)), np.float32)
+    labels = cluster_labels(np.concatenate([emb[test], emb[train]]), None, cfg.seed)
+    pairs = candidate_pairs(
+        emb[test],
+        emb[train],
+        labels,
+        cfg.aligned_neighbours,
+        cfg.aligned_min_similarity,
+        cfg.aligned_probes,
+    )
+    pairs = pairs[pairs["right_is_existing"]]
+    test_ids, train_ids = ids[test][pairs["left"]], ids[train][pairs["right"]]
+    keep = np.array([t not in flagged for t in test_ids])
+    test_ids, train_ids, cosine = (
+        test_ids[keep],
+        train_ids[keep],
+        pairs["similarity"].to_numpy()[keep],
+    )
+    pixels = _pixels_reader(store, lake)
+    scores = aligned_scores(pixels(list(test_ids)), pixels(list(train_ids)), cfg.align)
+    short = np.maximum(
+        cfg.aligned_min_ncc - scores["pixel_ncc"],
+        cfg.aligned_min_gradient - scores["pixel_gradient"],
+    )
+    band = ((short > 0) & (short <= BELOW_MARGIN)).to_numpy()
+    return pd.DataFrame(
+        {
+            "test_id": test_ids[band],
+            "train_id": train_ids[band],
+            "cosine": cosine[band],
+            "pixel_ncc": scores["pixel_ncc"].to_numpy()[band],
+            "pixel_gradient": scores["pixel_gradient"].to_numpy()[band],
+        }
+    )
 
 
 def main() -> None:

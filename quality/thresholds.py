@@ -17,6 +17,14 @@ RAW_MIN_OK_IMAGES = 1
 CURATION_MAX_EXCLUDED_FRACTION = 0.5
 # curated_images: included images of one duplicate group in two splits (a leak) allowed.
 CURATION_MAX_GROUPS_ACROSS_SPLITS = 0
+# curated_images: per held-out split (val, test), the share of its images that duplicate a
+# training image. Curation excludes those, but a split that duplicates train this often was not
+# drawn apart from it (the same files landed twice under two pins); CIFAR-10's test folder
+# measures a few percent.
+CURATION_MAX_LEAK_RATE = 0.1
+# curated_images: held-out images still included beside an included training image they
+# duplicate (an `include` override, or a pair found after the split was assigned).
+CURATION_MAX_INCLUDED_LEAKS = 0
 
 # ssl_encoder: collapse. A collapsed encoder maps everything to (nearly) one point: the std of
 # L2-normalised embeddings falls towards 0 (healthy is about 1/sqrt(d)) and the effective rank

@@ -1,4 +1,5 @@
-"""`ssl-assets` command line: run the pipeline, print the summary, query the metadata safely."""
+"""`ssl-assets` command line: run the pipeline, print the summary, query the metadata safely,
+re-curate under new settings."""
 
 from __future__ import annotations
 
@@ -44,6 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="write a registered model as ONNX beside its weights")
     export.add_argument("model_id", help="an encoder or fine-tuned model id from `models`")
     export.add_argument("--format", choices=["onnx"], default="onnx")
+    recurate = sub.add_parser(
+        "recurate",
+        help="re-curate every curated image under new duplicate settings (changes listed first)",
+    )
+    recurate.add_argument(
+        "--set",
+        dest="changes",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a curation setting to change, e.g. aligned_min_gradient=0.9 (repeatable)",
+    )
+    recurate.add_argument("--dry-run", action="store_true", help="list the changes, write nothing")
+    recurate.add_argument(
+        "--force", action="store_true", help="move images that evaluated a promoted model"
+    )
+    recurate.add_argument("--why", default="", help="recorded with the re-curation")
+    recurate.add_argument("--profile", help="tiny | demo | full (default: $SSL_PROFILE or demo)")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -65,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return _predict(args.lake, args)
     if args.command == "export":
         return _export(args.lake, args.model_id)
+    if args.command == "recurate":
+        return _recurate(args)
     return _sql(args.lake, args.query)
 
 
@@ -101,6 +122,27 @@ def _champion(lake_root: str | None, action: str, model_id: str | None, why: str
     history = store.promotions().drop(columns=["delta_low", "delta_high", "reasons"])
     print(history.to_string(index=False) if len(history) else "no decisions yet")
     return 0
+
+
+def _recurate(args) -> int:
+    from ssl_assets import recurate
+    from ssl_assets.definitions import build_resources
+
+    try:
+        changes = recurate.parse_changes(args.changes)
+        resources = build_resources(args.lake, args.profile)
+        return recurate.run(
+            resources["lake"],
+            resources["metadata"],
+            resources["image_spec"].version,
+            changes,
+            dry_run=args.dry_run,
+            force=args.force,
+            why=args.why,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _predict(lake_root: str | None, args) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor, load_assets_from_modules
 
+from resources.curation_settings import CurationSettings
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
 from resources.settings import ComputeResource, ImageSpecResource
@@ -52,6 +53,7 @@ def build_resources(
             aspect=profile.catalog_aspect,  # type: ignore[arg-type]
         ),
         "compute": ComputeResource(),
+        "curation": CurationSettings.for_lake(lake),
     }
 
 

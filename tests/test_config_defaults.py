@@ -12,7 +12,8 @@ import dataclasses
 import pytest
 
 from quality import thresholds
-from ssl_assets.assets.curation_assets import CuratedImagesConfig, DuplicatesConfig
+from resources.curation_settings import CurationSettings
+from ssl_assets.assets.curation_assets import CuratedImagesConfig
 from ssl_assets.assets.evaluation_assets import ChampionConfig, FinetuneAssetConfig
 from ssl_assets.assets.pretraining_assets import PretrainConfig
 from ssl_assets.curation.dedup import DedupConfig
@@ -47,7 +48,7 @@ def _plain_defaults(plain: type) -> dict:
     [
         (PretrainConfig, TrainConfig),
         (FinetuneAssetConfig, FinetuneConfig),
-        (DuplicatesConfig, DedupConfig),
+        (CurationSettings, DedupConfig),
         (CuratedImagesConfig, SplitConfig),
         (ChampionConfig, PromotionPolicy),
     ],

@@ -216,6 +216,8 @@ def test_tiers_catch_copies_and_keep_distinct_images(lake, store, instance):
         "curated_images_suite": True,
         "excluded_fraction_per_batch": True,
         "no_group_across_splits": True,
+        "leak_rate_val": True,
+        "leak_rate_test": True,
     }
 
 

@@ -61,6 +61,9 @@ TABLES = frozenset(
         "image_embeddings",
         "probes",
         "promotions",
+        # 005_leaks.sql
+        "recurations",
+        "curation_changes",
     }
 )
 _MIGRATED: set[str] = set()

@@ -110,6 +110,67 @@ class CurationQueries(Queries):
         curated = self.query(sql("curation", "curated_decisions"))
         return catalog.merge(curated, on="image_id", how="inner").reset_index(drop=True)
 
+    # -- leaks ---------------------------------------------------------------------------------
+
+    def split_leaks(self) -> pd.DataFrame:
+        """The `split_leaks` view: one row per duplicate edge between a held-out image and a
+        training image, with tier, scores and whether each end is included."""
+        return self.query(sql("curation", "split_leaks"))
+
+    def split_sizes(self) -> dict[str, int]:
+        """Curated images (included or not) per split."""
+        rows = self.query(sql("curation", "split_sizes"))
+        return {r.split: int(r.images) for r in rows.itertuples(index=False)}
+
+    def catalog_rows(self, version: str, image_ids: list[str]) -> pd.DataFrame:
+        """image_id, array_path, array_row of the given images at `version` (for pictures)."""
+        return self.query(sql("curation", "catalog_rows"), [version, list(image_ids)])
+
+    # -- re-curation -------------------------------------------------------------------------
+
+    def recuration_state(self) -> pd.DataFrame:
+        """Every deduplicated image in curation order: seq, role, tier, its split row (split,
+        split_group, cross_split), its decision (group_id, include, reasons) and split pin."""
+        return self.query(sql("curation", "recuration_state"))
+
+    def protected_images(self) -> set[str]:
+        """Held-out images that were in use when a promoted model was evaluated."""
+        return set(self.query(sql("curation", "protected_images"))["image_id"])
+
+    def apply_recuration(
+        self,
+        record: pd.DataFrame,
+        duplicates: pd.DataFrame,
+        pairs: pd.DataFrame,
+        splits: pd.DataFrame,
+        curated: pd.DataFrame,
+        changes: pd.DataFrame,
+    ) -> None:
+        """In one transaction: replace the re-curated images' duplicate rows and edges, the split
+        rows that changed and the whole decision, and record the re-curation and its changes."""
+        with self.transaction() as con:
+            with registered(con, "_recurated", duplicates[["image_id"]]):
+                con.execute(sql("curation", "delete_recurated_duplicates"))
+                con.execute(sql("curation", "delete_recurated_pairs"))
+            with registered(con, "_resplit", splits[["image_id"]]):
+                con.execute(sql("curation", "delete_resplit"))
+            con.execute(sql("curation", "clear_curated"))
+            for table, rows in (
+                ("duplicates", duplicates),
+                ("duplicate_pairs", pairs),
+                ("splits", splits),
+                ("curated_images", curated),
+                ("recurations", record),
+                ("curation_changes", changes),
+            ):
+                self.insert(con, table, rows)
+
+    def recurations(self) -> pd.DataFrame:
+        return self.query(sql("curation", "recurations"))
+
+    def curation_changes(self, recuration_id: str) -> pd.DataFrame:
+        return self.query(sql("curation", "curation_changes"), [recuration_id])
+
     def batches_by_arrival(self, batches: set[str]) -> list[str]:
         """The given admitted batches in order of arrival (first admission-log row)."""
         order = self.query(sql("curation", "batches_by_arrival"))

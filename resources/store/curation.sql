@@ -76,3 +76,52 @@ JOIN admitted_batches USING (batch) GROUP BY ALL ORDER BY ALL;
 -- name: uncurated_count
 SELECT count(*) AS n FROM image_catalog c JOIN admitted_batches USING (batch)
 WHERE c.image_id NOT IN (SELECT image_id FROM splits);
+
+-- name: split_leaks
+-- Every duplicate edge between a held-out (val, test) image and a training image.
+SELECT * FROM split_leaks ORDER BY held_out_split, held_out_id, train_id;
+
+-- name: split_sizes
+SELECT split, count(*) AS images FROM curated_images GROUP BY split;
+
+-- name: catalog_rows
+-- Catalog rows (array path and row) of the given images at a version.
+SELECT image_id, array_path, array_row FROM image_catalog
+WHERE version = ? AND list_contains(?, image_id);
+
+-- name: recuration_state
+-- Every deduplicated image in curation order with what re-curation keeps and compares: its
+-- duplicate row, its split row, its current decision and its split pin.
+SELECT d.seq, d.image_id, d.role, d.tier, d.group_id AS duplicate_group,
+    s.split, s.group_id AS split_group, s.cross_split, c.group_id, c.include, c.reasons,
+    (SELECT any_value(a.value) FROM attributes a
+     WHERE a.image_id = d.image_id AND a.key = 'split') AS pin
+FROM duplicates d
+LEFT JOIN splits s USING (image_id)
+LEFT JOIN curated_images c USING (image_id)
+ORDER BY d.seq;
+
+-- name: protected_images
+-- Held-out images (val, test) in use when a promoted model was evaluated: included, and split
+-- before the latest decision that crowned a champion.
+SELECT c.image_id FROM curated_images c JOIN splits s USING (image_id)
+WHERE c.include AND s.split IN ('val', 'test')
+    AND s.assigned_at <= (SELECT max(decided_at) FROM promotions WHERE promoted);
+
+-- name: delete_recurated_duplicates
+DELETE FROM duplicates WHERE image_id IN (SELECT image_id FROM _recurated);
+
+-- name: delete_recurated_pairs
+DELETE FROM duplicate_pairs WHERE image_id IN (SELECT image_id FROM _recurated);
+
+-- name: delete_resplit
+DELETE FROM splits WHERE image_id IN (SELECT image_id FROM _resplit);
+
+-- name: clear_curated
+DELETE FROM curated_images;
+
+-- name: recurations
+SELECT * FROM recurations ORDER BY recorded_at;
+
+-- name: curation_changes
+SELECT * FROM curation_changes WHERE recuration_id = ? ORDER BY change, image_id;

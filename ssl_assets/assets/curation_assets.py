@@ -1,4 +1,4 @@
-"""Curation assets: decode once, deduplicate in three tiers, flag quality issues, split for good.
+"""Curation assets: decode once, deduplicate in four tiers, flag quality issues, split for good.
 
 `image_catalog` is per batch (a later batch never re-decodes an earlier one); `duplicates`,
 `quality_issues` and `curated_images` span every admitted batch and are incremental: new images
@@ -6,8 +6,10 @@ are compared with everything curated before, and earlier decisions (groups, spli
 Every catalog version comes from the `image_spec` resource, so all four read the same arrays.
 """
 
+import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pandas as pd
 from dagster import (
@@ -27,10 +29,17 @@ from pydantic import Field
 from quality import thresholds
 from quality.gates import bounds_verdict, record_check, suite_verdict
 from quality.suites import curated_images_suite
+from resources.curation_settings import CurationSettings
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
 from resources.settings import ImageSpecResource
-from ssl_assets.curation.contact_sheet import grid_png, group_sheet, issue_sheet, markdown_image
+from ssl_assets.curation.contact_sheet import (
+    grid_png,
+    group_sheet,
+    issue_sheet,
+    markdown_image,
+    pairs_png,
+)
 from ssl_assets.curation.decisions import (
     allowed_reasons,
     decide,
@@ -38,13 +47,12 @@ from ssl_assets.curation.decisions import (
     summarise,
 )
 from ssl_assets.curation.dedup import (
-    DedupConfig,
+    TIERS,
     assign_groups,
     find_edges,
     group_tables,
     new_and_old,
 )
-from ssl_assets.curation.embedders import pinned_embedder
 from ssl_assets.curation.features import catalog_tables, image_features
 from ssl_assets.curation.image_issues import (
     ISSUES,
@@ -53,6 +61,7 @@ from ssl_assets.curation.image_issues import (
     default_thresholds,
     issue_table,
 )
+from ssl_assets.curation.leaks import HELD_OUT, leak_summary, leak_verdicts, sample_pairs
 from ssl_assets.curation.semantic import PINNED_EMBEDDER_VERSION
 from ssl_assets.curation.splits import SplitConfig, assign_splits, prepare_pending
 from ssl_assets.data.catalog import (
@@ -61,6 +70,7 @@ from ssl_assets.data.catalog import (
     save_array_atomic,
     take_staged_catalog,
 )
+from ssl_assets.ml.evaluate.features import semantic_embedder
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
 from ssl_assets.refusals import refused
 
@@ -225,71 +235,37 @@ def _catalog_metadata(catalog, index, failures, version: str, array_path: str, b
 # -- duplicates ----------------------------------------------------------------------------------
 
 
-class DuplicatesConfig(Config):
-    """Deduplication thresholds, and which pinned embedder the semantic tier uses."""
-
-    embedder: str = Field(
-        default="pinned",
-        description="'pinned' (the fixed cheap embedding, PINNED_EMBEDDER_VERSION) or the id of "
-        "an encoder in `models` to pin instead; recorded with every group",
-    )
-    near_max_distance: int = Field(
-        default=DedupConfig.near_max_distance, description="max Hamming distance of 64-bit pHashes"
-    )
-    semantic_threshold: float = Field(
-        default=DedupConfig.semantic_threshold,
-        description="min cosine similarity (pinned embedder)",
-    )
-    semantic_clusters: int | None = Field(
-        default=DedupConfig.semantic_clusters, description="k-means clusters; None = ~1 per 1,000"
-    )
-    seed: int = DedupConfig.seed
-
-
 DUPLICATES_SCHEMA = TableSchema(
     columns=[
         TableColumn("seq", "int", description="curation order"),
         TableColumn("image_id", "string"),
         TableColumn("group_id", "string", description="the kept representative's id"),
         TableColumn("role", "string", description="representative | member"),
-        TableColumn("tier", "string", description="exact | near | semantic"),
+        TableColumn("tier", "string", description="exact | near | semantic | aligned"),
         TableColumn("matched_id", "string", description="the image it matched"),
-        TableColumn("score", "float", description="Hamming distance or cosine"),
+        TableColumn("score", "float", description="Hamming distance, cosine or gradient cosine"),
         TableColumn("linked_groups", "string", description="earlier groups touched"),
         TableColumn("embedder", "string", description="semantic tier's embedder"),
+        TableColumn("settings", "string", description="the lake's curation settings (JSON)"),
     ]
 )
 
 
-def _embedder(name: str, lake: LakeResource):
-    """The semantic tier's embedder: the pinned one, or a named encoder pinned instead."""
-    if name == "pinned":
-        return pinned_embedder(lake.read_rows)
-    from ssl_assets.ml.evaluate.features import encoder_embedder
-
-    return encoder_embedder(lake.model_dir(name), lake.read_rows)
-
-
 def _groups(
-    config: DuplicatesConfig,
+    curation: CurationSettings,
     lake: LakeResource,
     metadata: MetadataStore,
     new: pd.DataFrame,
     old: pd.DataFrame,
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str]:
-    """Edges of the three tiers from the new images to each other and to the old ones, and the
+    """Edges of the four tiers from the new images to each other and to the old ones, and the
     groups they form (an unmerged image stays alone); (None, None, embedder) when none is new."""
-    cfg = DedupConfig(
-        near_max_distance=config.near_max_distance,
-        semantic_threshold=config.semantic_threshold,
-        semantic_clusters=config.semantic_clusters,
-        seed=config.seed,
-    )
     with refused():
-        embed, embedder = _embedder(config.embedder, lake)
+        embed, embedder = semantic_embedder(curation.embedder, lake.read_rows, lake.model_dir)
         if new.empty:
             return None, None, embedder
-        edges = find_edges(new, embed(new), old, embed(old), cfg)
+        cfg = curation.dedup_config()
+        edges = find_edges(new, embed(new), old, embed(old), cfg, read_pixels=lake.read_rows)
     unmerged = metadata.overridden("unmerge")
     return assign_groups(new["image_id"].tolist(), old, edges, unmerged), edges, embedder
 
@@ -304,23 +280,26 @@ def _groups(
 )
 def duplicates(
     context: AssetExecutionContext,
-    config: DuplicatesConfig,
     lake: LakeResource,
     metadata: MetadataStore,
     image_spec: ImageSpecResource,
+    curation: CurationSettings,
 ) -> MaterializeResult:
-    """Duplicate groups in three tiers — exact (identical decoded pixels), near (pHash within
-    a Hamming distance, pigeonhole index) and semantic (pinned-embedding cosine similarity
-    within k-means clusters, SemDeDup) — for images not deduplicated before, searched against
-    each other and everything already curated. Each group keeps its first image."""
+    """Duplicate groups in four tiers — exact (identical decoded pixels), near (pHash within
+    a Hamming distance, pigeonhole index), semantic (pinned-embedding cosine similarity within
+    k-means clusters, SemDeDup) and aligned (an embedding neighbour confirmed by its pixels under
+    the best small shift, crop and tone change) — for images not deduplicated before, searched
+    against each other and everything already curated, under the lake's curation settings
+    (recorded with every decision). Each group keeps its first image."""
     catalog = metadata.admitted_catalog(image_spec.version)
     done = metadata.deduplicated()
     new, old = new_and_old(catalog, done)
     started = time.perf_counter()
-    groups, edges, embedder = _groups(config, lake, metadata, new, old)
+    groups, edges, embedder = _groups(curation, lake, metadata, new, old)
     seconds = time.perf_counter() - started
-    per_tier = {"exact": 0, "near": 0, "semantic": 0}
+    per_tier = dict.fromkeys(TIERS, 0)
     sheet = None
+    stamp = {"run_id": context.run.run_id, "recorded_at": utcnow(), "settings": curation.record()}
     if groups is not None:
         rows, pairs = group_tables(
             groups,
@@ -329,7 +308,7 @@ def duplicates(
             old,
             next_seq=int(done["seq"].max()) + 1 if len(done) else 0,
             embedder=embedder,
-            stamp={"run_id": context.run.run_id, "recorded_at": utcnow()},
+            stamp=stamp,
         )
         metadata.append_duplicates(rows, pairs)
         members = groups[groups["role"] == "member"]
@@ -349,8 +328,9 @@ def duplicates(
             "new_groups": int((groups["role"] == "representative").sum())
             if groups is not None
             else 0,
-            "near_max_distance": config.near_max_distance,
-            "semantic_threshold": config.semantic_threshold,
+            "near_max_distance": curation.near_max_distance,
+            "semantic_threshold": curation.semantic_threshold,
+            "curation_settings": MetadataValue.json(json.loads(stamp["settings"])),
             "embedder": embedder,
             "seconds": round(seconds, 3),
             "sample_groups": MetadataValue.md(
@@ -458,6 +438,15 @@ class CuratedImagesConfig(Config):
         description="Blocking gate: largest excluded share of any batch.",
     )
     max_groups_across_splits: int = thresholds.CURATION_MAX_GROUPS_ACROSS_SPLITS
+    max_leak_rate: float = Field(
+        default=thresholds.CURATION_MAX_LEAK_RATE,
+        description="Blocking gate, per held-out split: share of its images duplicating train.",
+    )
+    max_included_leaks: int = Field(
+        default=thresholds.CURATION_MAX_INCLUDED_LEAKS,
+        description="Blocking gate, per held-out split: images still included beside a "
+        "training image they duplicate.",
+    )
 
 
 CURATED_SCHEMA = TableSchema(
@@ -523,6 +512,58 @@ def _curation_verdicts(stored: pd.DataFrame, summary, config: CuratedImagesConfi
     ]
 
 
+@dataclass
+class _Leaks:
+    verdicts: list
+    metadata: dict
+    metrics: dict
+
+
+def _leak_report(
+    config: CuratedImagesConfig, lake: LakeResource, metadata: MetadataStore, version: str
+) -> _Leaks:
+    """The held-out splits' leak rates (gates and metrics) and a picture of sample leak pairs:
+    held-out image, then its training match, with both ids and the scores that linked them."""
+    found = metadata.split_leaks()
+    table = leak_summary(found, metadata.split_sizes())
+    pairs = sample_pairs(found)
+    picture = "no held-out image duplicates a training image"
+    if len(pairs):
+        ids = [*pairs["held_out_id"], *pairs["train_id"]]
+        rows = metadata.catalog_rows(version, ids).set_index("image_id").loc[ids]
+        pixels = dict(zip(ids, lake.read_rows(rows.reset_index()), strict=True))
+        tiles = [
+            (_pair_caption(r), pixels[r.held_out_id], pixels[r.train_id])
+            for r in pairs.itertuples()
+        ]
+        picture = markdown_image(
+            pairs_png([("held-out image, then its training match", tiles)]), "leaks"
+        )
+    return _Leaks(
+        verdicts=leak_verdicts(table, config.max_leak_rate, config.max_included_leaks),
+        metadata={
+            "split_leaks": MetadataValue.md(picture),
+            "leak_rates": MetadataValue.json(table.set_index("split").to_dict("index")),
+        },
+        metrics={
+            f"{m}_{r.split}": getattr(r, m)
+            for r in table.itertuples()
+            for m in ("leak_rate", "leaked", "included_leaks")
+        },
+    )
+
+
+def _pair_caption(pair) -> tuple[str, ...]:
+    """Both ids (shortened), the tier with its score, and the pixel scores when measured."""
+    tier = pair.tier + {"near": f" d={pair.score:.0f}", "semantic": f" {pair.score:.3f}"}.get(
+        pair.tier, ""
+    )
+    lines = (f"{pair.held_out_split} {pair.held_out_id[:6]}~{pair.train_id[:6]}", tier)
+    if pair.pixel_ncc == pair.pixel_ncc and pair.tier != "exact":  # measured (not NaN)
+        lines += (f"ncc {pair.pixel_ncc:.2f} grad {pair.pixel_gradient:.2f}",)
+    return lines
+
+
 @asset(
     deps=["duplicates", "quality_issues"],
     group_name="curation",
@@ -549,6 +590,17 @@ def _curation_verdicts(stored: pd.DataFrame, summary, config: CuratedImagesConfi
             blocking=True,
             description="No duplicate group has included images in two splits (no leak).",
         ),
+        *[
+            AssetCheckSpec(
+                f"leak_rate_{split}",
+                asset="curated_images",
+                blocking=True,
+                description=f"No {split} image still included beside a training image it "
+                f"duplicates (blocks), and at most max_leak_rate of {split} duplicating training "
+                "images (warns): split_leaks.",
+            )
+            for split in HELD_OUT
+        ],
     ],
 )
 def curated_images(
@@ -556,15 +608,18 @@ def curated_images(
     config: CuratedImagesConfig,
     lake: LakeResource,
     metadata: MetadataStore,
+    image_spec: ImageSpecResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """One row per image: include flag, exclusion reasons and a split. Splits are assigned once
     (append-only `splits`): a new group by its representative's pin or pixel hash, a member by its
     group; an image whose duplicates span splits, or whose pin contradicts its group, is excluded
-    as cross_split_duplicate. Overrides (overrides.csv or the `overrides` table) always win."""
+    as cross_split_duplicate. Overrides (overrides.csv or the `overrides` table) always win. The
+    leak report (`split_leaks`) gates each held-out split's leak rate."""
     run_id = context.run.run_id
     imported, new_splits = _split_and_decide(config, lake, metadata, run_id)
     stored = metadata.curated_images()
     summary = summarise(stored)
+    leaks = _leak_report(config, lake, metadata, image_spec.version)
     metadata.record_metrics(
         "curated_images",
         None,
@@ -576,6 +631,7 @@ def curated_images(
             "cross_split_duplicates": len(summary.cross_split),
             **{f"included_{k}": v for k, v in summary.included_by_split.items()},
             **{f"excluded_{k}": v for k, v in summary.excluded_by_reason.items()},
+            **leaks.metrics,
         },
     )
     yield MaterializeResult(
@@ -597,7 +653,10 @@ def curated_images(
                 else "none"
             ),
         }
+        | leaks.metadata
     )
-    verdicts = _curation_verdicts(stored, summary, config)
-    for verdict in verdicts:
-        yield record_check(metadata, "curated_images", verdict, partition=None, run_id=run_id)
+    gates = [(v, True) for v in _curation_verdicts(stored, summary, config)] + leaks.verdicts
+    for verdict, blocking in gates:
+        yield record_check(
+            metadata, "curated_images", verdict, partition=None, run_id=run_id, blocking=blocking
+        )

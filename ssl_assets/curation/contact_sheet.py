@@ -62,7 +62,7 @@ def group_sheet(
     """A few duplicate groups per tier, the kept image first, then its excluded copies."""
     members = groups[groups["role"] == "member"]
     picked: list[tuple[str, list[str]]] = []
-    for tier in ("exact", "near", "semantic"):
+    for tier in ("exact", "near", "semantic", "aligned"):
         for group_id, part in list(members[members["tier"] == tier].groupby("group_id"))[:2]:
             picked.append((tier, [group_id, *part["image_id"].tolist()][:limit]))
     pixels = _pixels_of(catalog, {i for _, ids in picked for i in ids}, read_rows)
@@ -92,3 +92,40 @@ def issue_sheet(
             action = "excludes" if issue in exclude else "annotates"
             rows.append((f"{issue} ({action})", [pixels[i] for i in ids]))
     return grid_png(rows) if rows else None
+
+
+PairTile = tuple[Sequence[str], np.ndarray, np.ndarray]
+
+
+def pairs_png(
+    sections: Sequence[tuple[str, Sequence[PairTile]]], cols: int = 5, cell: int = 56
+) -> bytes:
+    """Pairs of images side by side, each with caption lines under it (ids and scores), in
+    titled sections: a person judges what a threshold merged, and what it nearly merged."""
+    line = CAPTION_HEIGHT
+    lines = max([len(c) for _, tiles in sections for c, _, _ in tiles] or [1])
+    tile_w, tile_h = 2 * cell + 8, cell + lines * line + 6
+    chars = tile_w // 6  # the default font is about 6 pixels a character
+    width = max(240, cols * tile_w + 4)
+    height = sum(line + 6 + max(1, -(-len(tiles) // cols)) * tile_h for _, tiles in sections)
+    sheet = Image.new("RGB", (width, height + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 2
+    for title, tiles in sections:
+        draw.text((2, y), title[: width // 6], fill="black")
+        y += line + 6
+        if not tiles:
+            draw.text((2, y), "none", fill="gray")
+        for k, (caption, first, second) in enumerate(tiles):
+            x, top = 2 + (k % cols) * tile_w, y + (k // cols) * tile_h
+            for j, img in enumerate((first, second)):
+                tile = Image.fromarray(np.asarray(img, dtype=np.uint8)).resize(
+                    (cell, cell), Image.Resampling.NEAREST
+                )
+                sheet.paste(tile, (x + j * (cell + 1), top))
+            for i, text in enumerate(caption):
+                draw.text((x, top + cell + 2 + i * line), text[:chars], fill="black")
+        y += max(1, -(-len(tiles) // cols)) * tile_h
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()

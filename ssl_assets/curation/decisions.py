@@ -14,7 +14,12 @@ import pandas as pd
 
 from ssl_assets.curation.image_issues import ISSUES
 
-DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "semantic_duplicate")
+DUPLICATE_REASONS = (
+    "exact_duplicate",
+    "near_duplicate",
+    "semantic_duplicate",
+    "aligned_duplicate",
+)
 OTHER_REASONS = ("cross_split_duplicate", "forced_exclude", "batch_not_admitted")
 OVERRIDE_ACTIONS = ("include", "exclude", "unmerge")
 CURATED_COLUMNS = ["image_id", "batch", "group_id", "split", "include", "reasons", "annotations"]

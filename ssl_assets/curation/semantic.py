@@ -152,6 +152,7 @@ def semantic_pairs(
     n_clusters: int | None = None,
     seed: int = 0,
     existing: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """SemDeDup pairs: cosine similarity >= `threshold` between items of the same k-means cluster.
 
@@ -161,6 +162,7 @@ def semantic_pairs(
     `emb`; `right` indexes `emb` (and `left < right`) or, where `right_is_existing`, `existing`.
     Rows are sorted by (`left`, `right_is_existing`, `right`). Pairs split across clusters are
     missed by design (SemDeDup's trade-off); `n_clusters=1` is the exact all-pairs search.
+    `labels` (new rows, then existing ones) reuses clusters computed already.
     """
     new = np.asarray(emb, dtype=np.float32)
     if new.ndim != 2:
@@ -169,7 +171,8 @@ def semantic_pairs(
     old = old.astype(np.float32, copy=False)
     if old.ndim != 2 or old.shape[1] != new.shape[1]:
         raise ValueError(f"existing embeddings must be N x {new.shape[1]}, got {old.shape}")
-    labels = cluster_labels(np.concatenate([new, old]), n_clusters, seed)
+    if labels is None:
+        labels = cluster_labels(np.concatenate([new, old]), n_clusters, seed)
     n_labels = int(labels.max(initial=0)) + 1
     new_members, new_bounds = _by_label(labels[: len(new)], n_labels)
     old_members, old_bounds = _by_label(labels[len(new) :], n_labels)

@@ -152,3 +152,19 @@ def encoder_embedder(
         return features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
 
     return embed, f"encoder:{model_dir.name}:{meta.get('weights_sha256', '')[:12]}"
+
+
+def semantic_embedder(
+    name: str,
+    read_rows: Callable[..., np.ndarray],
+    model_dir: Callable[[str], Path],
+) -> tuple[Callable[[pd.DataFrame], np.ndarray], str]:
+    """Curation's semantic embedder by name: "pinned" (the cheap, versioned pinned embedding)
+    or the id of a trained encoder whose directory is `model_dir(name)` (`encoder_embedder`).
+    `read_rows(rows, suffix)` reads catalog arrays. Returns (embed, the name recorded with
+    every decision it makes)."""
+    from ssl_assets.curation.embedders import pinned_embedder
+
+    if name == "pinned":
+        return pinned_embedder(read_rows)
+    return encoder_embedder(model_dir(name), read_rows)
