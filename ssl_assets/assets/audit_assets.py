@@ -516,7 +516,7 @@ def _candidates_metadata(
             "labeling_candidates_suite",
             asset="labeling_candidates",
             blocking=True,
-            description="GX suite on the CSV: image_id, path, thumbnail; unique, complete, <= K.",
+            description="GX suite on the CSV: image_id, path, thumbnail; unique, complete, at most K rows.",
         )
     ],
 )

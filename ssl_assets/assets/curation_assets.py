@@ -71,7 +71,11 @@ CATALOG_SCHEMA = TableSchema(
         TableColumn("image_id", "string"),
         TableColumn("batch", "string"),
         TableColumn("version", "string", description="canonical spec, e.g. r32-pad"),
-        TableColumn("array_row", "int", description="row in catalog/<version>/<batch>.npy"),
+        TableColumn(
+            "array_row",
+            "int",
+            description="row of the batch's catalog array (catalog/VERSION/BATCH.npy)",
+        ),
         TableColumn("array_path", "string"),
         TableColumn("pixel_hash", "string", description="sha256 of native decoded RGB pixels"),
         TableColumn("phash", "int", description="64-bit perceptual hash"),
@@ -360,7 +364,7 @@ class QualityIssuesConfig(Config):
 
     thresholds: dict[str, float] = Field(
         default_factory=default_thresholds,
-        description="issue -> threshold: an image is flagged when its score is below it",
+        description="Per issue, a threshold: an image is flagged when its score is below it.",
     )
     exclude: list[str] | None = Field(
         default=None,
@@ -375,7 +379,9 @@ QUALITY_SCHEMA = TableSchema(
         TableColumn("batch", "string"),
         TableColumn("issue", "string", description="dark, light, blurry, ..."),
         TableColumn("score", "float", description="low means more of the issue"),
-        TableColumn("threshold", "float", description="flagged when score < threshold"),
+        TableColumn(
+            "threshold", "float", description="an image is flagged when its score is below this"
+        ),
         TableColumn("excludes", "bool", description="exclude, or only annotate"),
     ]
 )

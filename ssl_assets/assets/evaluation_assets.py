@@ -163,9 +163,14 @@ PROBE_COLUMNS = [
 PROBES_SCHEMA = TableSchema(
     columns=[
         TableColumn("model_id", "string", description="the SSL encoder evaluated"),
-        TableColumn("budget", "string", description="fraction of labels, k per class"),
+        TableColumn("budget", "string", description="share of labels, at least k per class"),
         TableColumn("n_labels", "int"),
-        TableColumn("method", "string", description="ssl|random|scratch / probe"),
+        TableColumn(
+            "method",
+            "string",
+            description="the features (ssl, random or scratch), then the probe (linear, knn or "
+            "supervised)",
+        ),
         TableColumn("seed", "int", description="label draw"),
         TableColumn("accuracy", "float", description="test accuracy"),
         TableColumn("val_accuracy", "float", description="used for model choice"),
