@@ -36,13 +36,16 @@ class Profile(ConfigurableResource):
     max_file_bytes: int
     # Curation: canonical square resolution of the decoded catalog arrays.
     catalog_resolution: int
-    # Pretraining defaults (the launchpad overrides any of them per run).
+    # Pretraining defaults (the launchpad overrides any of them per run). The budget is in
+    # optimizer steps, not seconds or epochs, so a run computes the same thing on a busy machine
+    # and on a quiet one; its seconds are reported beside.
     pretrain_method: str
-    pretrain_epochs: int
+    pretrain_steps: int
     pretrain_batch_size: int
-    # Evaluation: label-draw seeds per budget, the scratch baseline's time cap, fine-tune epochs.
+    # Evaluation: label-draw seeds per budget, the scratch baseline's optimizer steps (the same
+    # for every label budget and seed), fine-tune epochs.
     eval_seeds: int
-    scratch_max_seconds: float
+    scratch_steps: int
     finetune_epochs: int
     # Retrain policy: new included train images since the last encoder that justify a retrain.
     retrain_min_new_images: int
@@ -59,10 +62,10 @@ PROFILES: dict[str, Profile] = {
         max_file_bytes=32 << 20,  # 32 MiB
         catalog_resolution=32,
         pretrain_method="simclr",
-        pretrain_epochs=3,
+        pretrain_steps=6,
         pretrain_batch_size=64,
         eval_seeds=2,
-        scratch_max_seconds=3.0,
+        scratch_steps=20,
         finetune_epochs=3,
         retrain_min_new_images=20,
         sensor_interval_s=5,
@@ -75,10 +78,10 @@ PROFILES: dict[str, Profile] = {
         max_file_bytes=256 << 20,  # 256 MiB
         catalog_resolution=32,
         pretrain_method="simclr",
-        pretrain_epochs=40,
+        pretrain_steps=160,
         pretrain_batch_size=256,
         eval_seeds=3,
-        scratch_max_seconds=15.0,
+        scratch_steps=150,
         finetune_epochs=40,
         retrain_min_new_images=200,
         sensor_interval_s=30,
@@ -91,10 +94,10 @@ PROFILES: dict[str, Profile] = {
         max_file_bytes=512 << 20,  # 512 MiB
         catalog_resolution=64,
         pretrain_method="simclr",
-        pretrain_epochs=200,
+        pretrain_steps=20_000,  # ~200 epochs of 50,000 images at batch 512
         pretrain_batch_size=512,
         eval_seeds=3,
-        scratch_max_seconds=86_400.0,  # no practical cap: the SSL run's own wall time decides
+        scratch_steps=5_000,
         finetune_epochs=100,
         retrain_min_new_images=5000,
         sensor_interval_s=60,

@@ -65,7 +65,15 @@ def trained(tmp_path_factory):
             run_config={
                 "ops": {
                     "ssl_encoder": {"config": {"epochs": 2, "batch_size": 128}},
-                    "probes": {"config": {"seeds": 1, "budgets": "0.2:2,1.0:1"}},
+                    "probes": {
+                        "config": {
+                            "seeds": 1,
+                            "budgets": [
+                                {"fraction": 0.2, "min_per_class": 2},
+                                {"fraction": 1.0, "min_per_class": 1},
+                            ],
+                        }
+                    },
                 },
                 **QUIET,
             },
@@ -179,7 +187,7 @@ def test_two_process_torchrun_training_reports_to_dagster_once(trained):
                         "epochs": 2,
                         "batch_size": 64,
                         "processes": 2,
-                        "backbone_json": json.dumps({"norm": "group"}),
+                        "backbone_kwargs": {"norm": "group"},
                         "warm_start_from_champion": False,
                     }
                 }

@@ -36,6 +36,8 @@ from resources.settings import ComputeResource, ImageSpecResource
 from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.ml.evaluate.labeled import SPLITS, LabeledSplits
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
+from ssl_assets.presentation import link, numbers, picture
+from ssl_assets.presentation import table as presentation_table
 from ssl_assets.profiles import Profile
 from ssl_assets.refusals import refused
 
@@ -135,16 +137,41 @@ def image_embeddings(
 # -- probes --------------------------------------------------------------------------------------
 
 
-class ProbesConfig(Config):
-    """Label budgets as `fraction:min_per_class` of the labeled train images, comma-separated."""
+class LabelBudgetConfig(Config):
+    """One label budget: a share of each class's labeled train images, at least k of them."""
 
-    budgets: str = Field(default="0.05:2,0.25:2,1.0:1", description="fraction:k per class, ...")
-    seeds: int | None = Field(default=None, description="label draws; None: the profile's")
-    scratch_max_seconds: float | None = Field(
-        default=None,
-        description="the scratch baseline trains for the SSL encoder's wall time, at most this "
-        "(None: the profile's scratch_max_seconds)",
+    fraction: float = Field(description="Share of each class's labeled train images, 0 to 1.")
+    min_per_class: int = Field(default=1, description="At least this many images per class.")
+
+
+class ProbesConfig(Config):
+    """Label budgets (each a fraction of the labeled train images with at least
+    min_per_class per class), label draws, and the scratch baseline's step budget."""
+
+    budgets: list[LabelBudgetConfig] = Field(
+        default=[
+            {"fraction": 0.05, "min_per_class": 2},
+            {"fraction": 0.25, "min_per_class": 2},
+            {"fraction": 1.0, "min_per_class": 1},
+        ],
+        description="The label budgets of the label-efficiency table, smallest first.",
     )
+    seeds: int | None = Field(default=None, description="label draws; None: the profile's")
+    scratch_steps: int | None = Field(
+        default=None,
+        description="Optimizer steps of the from-scratch baseline at every budget and seed "
+        "(None: the profile's scratch_steps). Steps, not seconds, so results repeat on a busy "
+        "machine; its seconds are reported beside.",
+    )
+
+
+def _budgets(config: ProbesConfig) -> list:
+    """The configured budgets as `LabelBudget`s (a default arrives as plain dicts)."""
+    from ssl_assets.ml.evaluate.budgets import LabelBudget
+
+    specs = [b if isinstance(b, dict) else b.model_dump() for b in config.budgets]
+    with refused():
+        return [LabelBudget(float(b["fraction"]), int(b.get("min_per_class", 1))) for b in specs]
 
 
 PROBE_COLUMNS = [
@@ -191,20 +218,17 @@ def _label_efficiency(
     data: LabeledSplits,
 ):
     """The label-efficiency table: SSL and random-init features probed per budget and seed,
-    beside the scratch baseline; returns (table, scratch config, SSL wall seconds)."""
+    beside the scratch baseline trained for a fixed number of steps; returns (table, steps)."""
     from ssl_assets.ml.encoder_io import build_from_meta
-    from ssl_assets.ml.evaluate.budgets import parse_budgets
-    from ssl_assets.ml.evaluate.efficiency import ScratchConfig, label_efficiency, ssl_wall_time
+    from ssl_assets.ml.evaluate.efficiency import ScratchConfig, label_efficiency
     from ssl_assets.ml.evaluate.features import embed_images
 
     random_encoder = build_from_meta(meta)
-    cap = config.scratch_max_seconds or profile.scratch_max_seconds
-    wall = ssl_wall_time(meta)
     scratch = ScratchConfig(
         backbone=meta["backbone"],
         backbone_kwargs=meta.get("backbone_kwargs", {}),
-        time_budget_s=min(wall, cap) if wall > 0 else cap,
-        epochs=10_000,
+        max_steps=config.scratch_steps or profile.scratch_steps,
+        epochs=10_000,  # the step budget decides
         device=compute.torch_device(),
     )
     table = label_efficiency(
@@ -215,7 +239,7 @@ def _label_efficiency(
             ),
         },
         tuple(data.labels[s] for s in SPLITS),
-        parse_budgets([tuple(float(x) for x in b.split(":")) for b in config.budgets.split(",")]),
+        _budgets(config),
         seeds=range(config.seeds or profile.eval_seeds),
         num_classes=len(data.class_names),
         scratch=scratch,
@@ -225,7 +249,54 @@ def _label_efficiency(
             f"{r['budget']} seed {r['seed']} {r['method']}: test accuracy {r['accuracy']:.3f}"
         ),
     )
-    return table, scratch, wall
+    return table, scratch.max_steps
+
+
+def _probes_metadata(
+    lake: LakeResource, model_id: str, meta: dict, table: pd.DataFrame, steps: int
+) -> dict:
+    """The curve (named, first), the label-efficiency table one row per budget (inline in the
+    UI), and each method's mean test accuracy per budget as a number with a stable key (the
+    Plots tab draws it across materializations)."""
+    from ssl_assets.ml.evaluate.efficiency import (
+        efficiency_wide,
+        plot_label_efficiency,
+        ssl_wall_time,
+        summarise,
+    )
+
+    summary = summarise(table)
+    png_path = lake.report_path(f"label_efficiency_{model_id}.png")
+    plot_label_efficiency(table, png_path, title=f"label efficiency of {model_id}")
+    wide = efficiency_wide(summary)
+    smallest = summary.sort_values("n_labels").iloc[0]["budget"]
+    at_smallest = summary[summary["budget"] == smallest].set_index("method")["accuracy_mean"]
+    scratch = table[table["method"] == "scratch/supervised"]
+    return {
+        "label_efficiency_curve": picture(png_path.read_bytes(), "label efficiency curve"),
+        "label_efficiency": presentation_table(
+            wide,
+            {
+                "labels": "labeled train images used (mean over draws)",
+                **{m: "test accuracy, mean ± std over label draws" for m in wide.columns[2:]},
+            },
+        ),
+        **numbers(
+            {f"{r.method} accuracy @ {r.budget}": r.accuracy_mean for r in summary.itertuples()}
+        ),
+        **numbers(
+            {
+                f"ssl/linear minus scratch @ {smallest}": at_smallest.get("ssl/linear", np.nan)
+                - at_smallest.get("scratch/supervised", np.nan),
+                "scratch_steps": steps,
+                "scratch_seconds (mean per run)": scratch["train_seconds"].mean(),
+                "ssl_train_seconds": ssl_wall_time(meta),
+            }
+        ),
+        "model_id": model_id,
+        "curve_png": MetadataValue.path(str(png_path)),
+        "dagster/row_count": len(table),
+    }
 
 
 @asset(
@@ -256,14 +327,15 @@ def probes(
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Linear and weighted-kNN probes on frozen features, per label budget and seed (model
     choices on val, scored on test), beside a randomly initialised encoder's features and the
-    same backbone trained from scratch on the same labels for the same wall time."""
+    same backbone trained from scratch on the same labels for a fixed number of optimizer
+    steps (its seconds reported beside)."""
     from ssl_assets.ml.encoder_io import load_encoder
-    from ssl_assets.ml.evaluate.efficiency import plot_label_efficiency, summarise
+    from ssl_assets.ml.evaluate.efficiency import summarise
 
     model_id = _latest_encoder(metadata)["model_id"]
     _, meta = load_encoder(lake.model_dir(model_id))
     data = _labeled(metadata, lake, image_spec.version)
-    table, scratch, wall = _label_efficiency(
+    table, steps = _label_efficiency(
         context, config, lake, metadata, compute, profile, model_id, meta, data
     )
     rows = table[[c for c in PROBE_COLUMNS if c in table.columns]]
@@ -271,24 +343,9 @@ def probes(
         model_id, rows.assign(model_id=model_id, run_id=context.run.run_id, recorded_at=utcnow())
     )
     summary = summarise(table)
-    png_path = lake.report_path(f"label_efficiency_{model_id}.png")
-    plot_label_efficiency(table, png_path, title=model_id)
     headline = {f"{r.method}@{r.budget}": float(r.accuracy_mean) for r in summary.itertuples()}
     metadata.record_metrics("probes", model_id, context.run.run_id, headline)
-    yield MaterializeResult(
-        metadata={
-            "model_id": model_id,
-            "scratch_seconds": round(scratch.time_budget_s or 0.0, 2),
-            "ssl_wall_seconds": round(wall, 2),
-            "label_efficiency": MetadataValue.md(
-                summary[["budget", "n_labels", "method", "accuracy", "seeds"]].to_markdown(
-                    index=False, floatfmt=".1f"
-                )
-            ),
-            "curve": MetadataValue.md(markdown_image(png_path.read_bytes(), "label efficiency")),
-            "dagster/row_count": len(rows),
-        }
-    )
+    yield MaterializeResult(metadata=_probes_metadata(lake, model_id, meta, table, steps))
     verdict = suite_verdict(
         metadata.probes(model_id),
         check_name="probes_suite",

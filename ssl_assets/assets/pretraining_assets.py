@@ -56,12 +56,25 @@ class PretrainConfig(Config):
         description="simclr | moco | byol | vicreg | dino | mae | hybrid "
         "(None: the profile's pretrain_method)",
     )
-    objective_json: str = Field(
-        default="{}", description="objective keyword arguments as JSON (hybrid: components)"
+    objective: dict[str, Any] = Field(
+        default={},
+        description="Keyword arguments of the objective, e.g. temperature: 0.2; a hybrid "
+        "takes components: a list of method, weight and kwargs.",
     )
     backbone: str = Field(default="small_cnn", description="small_cnn | resnet18 | resnet50 | vit")
-    backbone_json: str = Field(default="{}", description="backbone keyword arguments as JSON")
-    epochs: int | None = Field(default=None, description="None: the profile's pretrain_epochs")
+    backbone_kwargs: dict[str, Any] = Field(
+        default={}, description="Keyword arguments of the backbone, e.g. width: 64."
+    )
+    max_steps: int | None = Field(
+        default=None,
+        description="The training budget in optimizer steps (None: the profile's "
+        "pretrain_steps). Steps, not seconds, so a busy machine trains the same model.",
+    )
+    epochs: int | None = Field(
+        default=None,
+        description="Train whole passes over the data instead of max_steps (None: the step "
+        "budget decides).",
+    )
     batch_size: int | None = Field(
         default=None, description="global batch; None: the profile's pretrain_batch_size"
     )
@@ -90,12 +103,15 @@ def _train_config(
 
     ranks = config.processes * config.accumulate
     batch = config.batch_size or profile.pretrain_batch_size
+    steps = config.max_steps or profile.pretrain_steps
     return TrainConfig(
         method=config.method or profile.pretrain_method,
-        objective=json.loads(config.objective_json),
+        objective=dict(config.objective),
         backbone=config.backbone,
-        backbone_kwargs=json.loads(config.backbone_json),
-        epochs=config.epochs or profile.pretrain_epochs,
+        backbone_kwargs=dict(config.backbone_kwargs),
+        # a step budget unless the run asks for whole epochs
+        epochs=config.epochs or TrainConfig.epochs,
+        max_steps=None if config.epochs and not config.max_steps else steps,
         # a global batch no larger than the data, divisible by ranks x accumulation steps
         batch_size=max(ranks, min(batch, n_train) // ranks * ranks),
         lr=config.lr,
