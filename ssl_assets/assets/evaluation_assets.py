@@ -36,7 +36,7 @@ from resources.settings import ComputeResource, ImageSpecResource
 from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.ml.evaluate.labeled import SPLITS, LabeledSplits
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
-from ssl_assets.presentation import link, numbers, picture
+from ssl_assets.presentation import numbers, picture
 from ssl_assets.presentation import table as presentation_table
 from ssl_assets.profiles import Profile
 from ssl_assets.refusals import refused
@@ -486,6 +486,52 @@ def _save_and_register(
     return model_id
 
 
+def _finetuned_metadata(
+    lake: LakeResource,
+    model_id: str,
+    encoder_id: str,
+    config: FinetuneAssetConfig,
+    result,
+    report: dict,
+    beside: pd.DataFrame,
+) -> dict:
+    """The curves (named, first), the test result with its interval, per class, per subgroup
+    beside the bias audit and under corruptions (tables, inline in the UI), and the headline
+    numbers under stable keys."""
+    from ssl_assets.ml.evaluate.model_card import metrics_rows, per_class_rows, robustness_rows
+    from ssl_assets.ml.report import FINETUNE_CURVE_KEYS, training_curves_png
+
+    log = result.log.summary()
+    training = {k: log.get(k) for k in ("epochs", "steps", "train_seconds", "best_epoch")}
+    curves = training_curves_png(result.log.history, FINETUNE_CURVE_KEYS)
+    return {
+        "training_curves": picture(curves, "fine-tuning curves", "no epochs"),
+        "test_result": presentation_table(pd.DataFrame(metrics_rows(report))),
+        "per_class": presentation_table(pd.DataFrame(per_class_rows(report))),
+        "subgroups_beside_bias_audit": presentation_table(beside)
+        if len(beside)
+        else "no subgroup attributes on the test images (metadata.csv)",
+        "robustness": presentation_table(pd.DataFrame(robustness_rows(report))),
+        **numbers(
+            {
+                "test_accuracy": report.get("accuracy"),
+                "ece": report.get("ece"),
+                "val_accuracy": log.get("best_val_accuracy"),
+                "max_subgroup_gap": report.get("max_subgroup_gap"),
+                "mean_corrupted_accuracy": (report.get("robustness") or {}).get(
+                    "mean_corrupted_accuracy"
+                ),
+                **training,
+            }
+        ),
+        "stop_reason": str(log.get("stop_reason")),
+        "model_id": model_id,
+        "encoder": encoder_id,
+        "strategy": config.strategy,
+        "path": lake.model_rel(model_id),
+    }
+
+
 @asset(
     deps=["ssl_encoder"],
     group_name="evaluation",
@@ -525,25 +571,8 @@ def finetuned_model(
         context, config, lake, metadata, image_spec, encoder_id, meta, data, result, cfg, report
     )
     beside = subgroups_beside(report.get("subgroups") or {}, metadata.latest_bias_shares())
-    yield MaterializeResult(
-        metadata={
-            "model_id": model_id,
-            "encoder": encoder_id,
-            "strategy": config.strategy,
-            "test_accuracy": float(report.get("accuracy", float("nan"))),
-            "ece": float(report.get("ece", float("nan"))),
-            "per_class_accuracy": MetadataValue.json(report.get("per_class_accuracy", {})),
-            "subgroups": MetadataValue.json(report.get("subgroups", {})),
-            "subgroups_beside_bias_audit": MetadataValue.md(
-                beside.to_markdown(index=False)
-                if len(beside)
-                else "no subgroup attributes on the test images (metadata.csv)"
-            ),
-            "robustness": MetadataValue.json(report.get("robustness") or {}),
-            "training": MetadataValue.json(result.log.summary()),
-            "path": lake.model_rel(model_id),
-        }
-    )
+    shown = _finetuned_metadata(lake, model_id, encoder_id, config, result, report, beside)
+    yield MaterializeResult(metadata=shown)
     verdict = suite_verdict(
         flat_metrics(report),
         check_name="finetune_metrics_suite",
@@ -686,7 +715,7 @@ def champion_model(
     else:
         metadata.refuse_challenger(challenger_id, champion_id, reasons, run_id, scores)
     yield MaterializeResult(
-        metadata=_decision_metadata(lake, metadata, decision, reasons, challenger_id, previous)
+        metadata=_decision_metadata(lake, metadata, decision, reasons, challenger_row, previous)
         | {"promoted": same or decision.promote}
     )
     for check_name, rule in CHAMPION_RULES.items():
@@ -696,11 +725,41 @@ def champion_model(
             metric=None,
             value=None,
             description=decision.rule_reasons.get(rule, reasons[0]),
-            details={"challenger": challenger_id, "reasons": reasons},
+            details={"challenger": challenger_id, **_rule_details(decision, rule)},
         )
         yield record_check(
             metadata, "champion_model", verdict, partition=challenger_id, run_id=run_id
         )
+
+
+def _rule_details(decision, rule: str) -> dict:
+    """What a person needs beside a champion check to see why: the interval and tolerance and
+    both accuracies, the subgroup gap and its bound, or the collapse verdict."""
+    from ssl_assets.presentation import plain
+
+    policy, boot = decision.policy, decision.bootstrap
+    if rule == "not_worse":
+        details = {
+            "challenger_val_accuracy": decision.challenger_val_accuracy,
+            "champion_val_accuracy": decision.champion_val_accuracy,
+            "tolerance": policy.tolerance,
+        }
+        if boot is not None:
+            details |= {
+                "difference": boot.mean_diff,
+                "interval_low": boot.low,
+                "interval_high": boot.high,
+                "confidence": boot.confidence,
+                "resamples": boot.n_resamples,
+            }
+    elif rule == "subgroup_gap":
+        details = {
+            "largest_subgroup_gap": decision.challenger_subgroup_gap,
+            "max_subgroup_gap": policy.max_subgroup_gap,
+        }
+    else:
+        details = {"encoder_passed": bool(decision.checks.get(rule, True))}
+    return {k: plain(v) for k, v in details.items() if v is not None}
 
 
 def _decision_metadata(
@@ -708,39 +767,63 @@ def _decision_metadata(
     metadata: MetadataStore,
     decision,
     reasons: list[str],
-    challenger_id: str,
+    challenger_row: pd.Series,
     previous: str | None,
 ) -> dict:
-    """The decision as the UI shows it, and the champion's model card (written beside it)."""
-    from ssl_assets.ml.evaluate.model_card import card_info, write_model_card
+    """The decision as a table (inline in the UI) with its numbers under stable keys, the
+    reasons, and the champion's model card (written beside its weights)."""
+    from ssl_assets.ml.evaluate.metrics import accuracy_interval
+    from ssl_assets.ml.evaluate.model_card import decision_rows
 
-    champ_now = metadata.current_champion()
-    card_md = None
-    if champ_now is not None:
-        encoder = metadata.model(json.loads(champ_now["lineage"] or "{}").get("encoder"))
-        info = card_info(
-            champ_now,
-            json.loads(encoder["lineage"] or "{}") if encoder is not None else {},
-            metadata.curated_split_counts().to_dict("records"),
-            metadata.gate_counts().to_dict("records"),
-            reasons,
-        )
-        card_md = write_model_card(lake.model_path(champ_now["path"]), info).read_text()
+    report = json.loads(challenger_row["metrics"] or "{}")
     test_acc = decision.reported.get("test_accuracy")
+    interval = accuracy_interval(float(test_acc), int(report.get("n") or 0)) if test_acc else None
+    champ_now = metadata.current_champion()
+    own = champ_now is not None and champ_now["model_id"] == challenger_row["model_id"]
+    card_md = _model_card(lake, metadata, champ_now, decision if own else None, reasons)
+    boot = decision.bootstrap
     return {
-        "challenger": challenger_id,
+        "decision": presentation_table(pd.DataFrame(decision_rows(decision, interval))),
+        **numbers(
+            {
+                "challenger_val_accuracy": decision.challenger_val_accuracy,
+                "champion_val_accuracy": decision.champion_val_accuracy,
+                "val_difference_low": boot.low if boot else None,
+                "val_difference_high": boot.high if boot else None,
+                "tolerance": decision.policy.tolerance,
+                "challenger_test_accuracy": test_acc,
+                "challenger_test_low": interval[0] if interval else None,
+                "challenger_test_high": interval[1] if interval else None,
+            }
+        ),
+        "challenger": challenger_row["model_id"],
         "champion": champ_now["model_id"] if champ_now is not None else "none",
         "previous_champion": previous or "none",
-        "challenger_val_accuracy": float(decision.challenger_val_accuracy),
-        "champion_val_accuracy": float(decision.champion_val_accuracy)
-        if decision.champion_val_accuracy is not None
-        else float("nan"),
-        "challenger_test_accuracy (reported, not used)": float(test_acc)
-        if test_acc is not None
-        else float("nan"),
         "reasons": MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
         "model_card": MetadataValue.md(card_md) if card_md else "no champion yet",
     }
+
+
+def _model_card(lake: LakeResource, metadata: MetadataStore, champ_now, decision, reasons):
+    """Write the champion's model card beside its weights; returns its text (None: none)."""
+    from ssl_assets.ml.evaluate.efficiency import efficiency_wide, summarise
+    from ssl_assets.ml.evaluate.model_card import card_info, write_model_card
+
+    if champ_now is None:
+        return None
+    encoder_id = json.loads(champ_now["lineage"] or "{}").get("encoder")
+    encoder = metadata.model(encoder_id)
+    probes = metadata.probes(encoder_id) if encoder_id else pd.DataFrame()
+    info = card_info(
+        champ_now,
+        json.loads(encoder["lineage"] or "{}") if encoder is not None else {},
+        metadata.curated_split_counts().to_dict("records"),
+        metadata.gate_counts().to_dict("records"),
+        reasons,
+        decision=decision,
+        label_efficiency=efficiency_wide(summarise(probes)) if len(probes) else None,
+    )
+    return write_model_card(lake.model_path(champ_now["path"]), info).read_text()
 
 
 # -- embedding_audit -----------------------------------------------------------------------------
@@ -785,7 +868,7 @@ def embedding_audit(
         metadata={
             "model_id": model_id,
             "train_images": len(ids),
-            "trained_vs_pinned": MetadataValue.md(compare.to_markdown(index=False, floatfmt=".3f")),
+            "trained_vs_pinned": presentation_table(compare),
             "projection": MetadataValue.md(markdown_image(png, "trained-encoder projection")),
         }
     )

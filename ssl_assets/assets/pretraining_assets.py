@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -35,10 +36,11 @@ from quality.verdict import Verdict
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
 from resources.settings import ComputeResource, ImageSpecResource
-from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.ml.report import training_curves_png
 from ssl_assets.ml.training_set import TrainingSet, training_set
 from ssl_assets.partitions import OWNERS
+from ssl_assets.presentation import numbers, picture
+from ssl_assets.presentation import table as presentation_table
 from ssl_assets.profiles import Profile
 from ssl_assets.provenance import code_version
 from ssl_assets.refusals import refused
@@ -318,23 +320,82 @@ def ssl_encoder(
         "run_id": context.run.run_id,
     }
     verdict, history = _register(context, config, lake, metadata, model_id, cfg, lineage)
-    curves = training_curves_png(history)
+    shown = _encoder_metadata(lake, model_id, cfg, config, history, reported, verdict)
     yield MaterializeResult(
-        metadata={
-            **reported,
-            "model_id": model_id,
-            "method": cfg.method,
-            "backbone": config.backbone,
+        metadata=shown
+        | {
             "train_images": data.images,
-            "processes": config.processes,
             "epoch_reports": epoch_reports,
-            "weights": _weights_path(lake, model_id),
             "lineage": MetadataValue.json(lineage),
-            "curves": MetadataValue.md(markdown_image(curves, "training curves"))
-            if curves
-            else "no epochs recorded",
         }
     )
     yield record_check(
         metadata, "ssl_encoder", verdict, partition=model_id, run_id=context.run.run_id
     )
+
+
+#: what the trainer reported that is worth a line in the UI (the rest: raw lists, absolute
+#: paths, unrounded floats, stays in encoder.json)
+REPORTED_KEPT = ("steps", "epochs_completed", "resumed_from_step", "world_size", "config_hash")
+#: per-epoch columns of the epochs table, in order
+EPOCH_COLUMNS = ("epoch", "step", "loss", "knn_accuracy", "effective_rank", "images_per_s", "lr")
+
+
+def _epochs_table(history: list[dict], rows: int = 12) -> pd.DataFrame:
+    """At most `rows` epochs, evenly spaced, the first and the last always among them."""
+    if not history:
+        return pd.DataFrame(columns=list(EPOCH_COLUMNS))
+    picks = sorted({round(i * (len(history) - 1) / max(rows - 1, 1)) for i in range(rows)})
+    frame = pd.DataFrame([history[i] for i in picks])
+    return frame[[c for c in EPOCH_COLUMNS if c in frame.columns]]
+
+
+def _encoder_metadata(
+    lake: LakeResource,
+    model_id: str,
+    cfg: Any,
+    config: PretrainConfig,
+    history: list[dict],
+    reported: dict,
+    verdict: Verdict,
+) -> dict:
+    """The curves (named, first), a one-row result table and a sampled per-epoch table (both
+    inline in the UI), the headline numbers under stable keys, and what identifies the run."""
+    final = history[-1] if history else {}
+    seconds = sum(float(h.get("train_seconds", 0.0)) for h in history)
+    std_ratio = float(final.get("embedding_std", 0.0)) / float(
+        final.get("embedding_std_reference", 1.0) or 1.0
+    )
+    headline = {
+        "steps": int(final.get("step", reported.get("steps", 0)) or 0),
+        "train_seconds": seconds,
+        "images_per_s": final.get("images_per_s"),
+        "final_loss": final.get("loss"),
+        "knn_accuracy": final.get("knn_accuracy"),
+        "embedding_std_ratio": std_ratio,
+        "effective_rank": final.get("effective_rank"),
+    }
+    result = pd.DataFrame(
+        [{**headline, "collapse_check": "passed" if verdict.passed else "FAILED"}]
+    )
+    return {
+        "training_curves": picture(training_curves_png(history), "training curves", "no epochs"),
+        "training": presentation_table(
+            result,
+            {
+                "steps": "optimizer steps (the budget)",
+                "train_seconds": "seconds spent in training steps",
+                "knn_accuracy": "online kNN accuracy on val (labeled images)",
+                "embedding_std_ratio": "std of normalised embeddings times sqrt(dim)",
+            },
+        ),
+        "epochs": presentation_table(_epochs_table(history)),
+        **numbers(headline),
+        "model_id": model_id,
+        "method": cfg.method,
+        "backbone": config.backbone,
+        "batch_size": cfg.batch_size,
+        "processes": config.processes,
+        "weights": _weights_path(lake, model_id),
+        **{k: reported[k] for k in REPORTED_KEPT if k in reported},
+    }
