@@ -64,6 +64,10 @@ def _column_type(series: pd.Series) -> str:
     return "string"
 
 
+def _or_na(value: Any) -> Any:
+    return "n/a" if value is None else value
+
+
 def table(
     df: pd.DataFrame,
     descriptions: Mapping[str, str] | None = None,
@@ -80,8 +84,9 @@ def table(
             for c in shown.columns
         ]
     )
+    # a missing value is shown as "n/a": a None cell does not survive Dagster's event storage
     records = [
-        TableRecord({str(c): plain(v, digits) for c, v in row.items()})
+        TableRecord({str(c): _or_na(plain(v, digits)) for c, v in row.items()})
         for row in shown.to_dict("records")
     ]
     return MetadataValue.table(records, schema)

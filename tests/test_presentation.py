@@ -84,10 +84,13 @@ def test_the_label_efficiency_table_is_one_row_per_budget_smallest_first():
 
 
 def test_table_metadata_is_typed_and_rounded():
-    value = table(pd.DataFrame({"method": ["a"], "accuracy": [0.956521739], "n": [3]}))
+    value = table(
+        pd.DataFrame({"method": ["a", "b"], "accuracy": [0.956521739, float("nan")], "n": [3, 4]})
+    )
     assert isinstance(value, TableMetadataValue)
     assert [c.type for c in value.schema.columns] == ["string", "float", "int"]
     assert value.records[0].data == {"method": "a", "accuracy": 0.9565, "n": 3}
+    assert value.records[1].data["accuracy"] == "n/a"  # every cell present, even a missing one
     assert numbers({"x": 0.123456789, "nan": float("nan"), "text": "a", "flag": True}) == {
         "x": 0.1235
     }
