@@ -15,7 +15,7 @@ from dagster import Definitions, in_process_executor, load_assets_from_modules
 
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from resources.settings import ComputeResource, ImageSpecResource
+from resources.settings import ComputeResource, ImageSpecResource, TrackingResource
 from ssl_assets.assets import (
     audit_assets,
     curation_assets,
@@ -50,6 +50,7 @@ def build_resources(
         "profile": profile,
         "image_spec": ImageSpecResource(resolution=profile.catalog_resolution, aspect="pad"),
         "compute": ComputeResource(),
+        "tracking": TrackingResource(),
     }
 
 

@@ -6,6 +6,7 @@ record results in DuckDB and the model registry. Test accuracy is reported every
 used to decide. Where networks run comes from the `compute` resource.
 """
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -32,11 +33,11 @@ from quality.suites import model_metrics_suite, probes_suite
 from quality.verdict import Verdict
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
-from resources.settings import ComputeResource, ImageSpecResource
+from resources.settings import ComputeResource, ImageSpecResource, TrackingResource
 from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.ml.evaluate.labeled import SPLITS, LabeledSplits
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
-from ssl_assets.presentation import numbers, picture
+from ssl_assets.presentation import link, numbers, picture
 from ssl_assets.presentation import table as presentation_table
 from ssl_assets.profiles import Profile
 from ssl_assets.refusals import refused
@@ -532,6 +533,64 @@ def _finetuned_metadata(
     }
 
 
+def _track_finetune(
+    tracking: TrackingResource,
+    lake: LakeResource,
+    model_id: str,
+    encoder_id: str,
+    cfg,
+    result,
+    report: dict,
+    context: AssetExecutionContext,
+) -> dict:
+    """Write the candidate's model card, log the run to MLflow (params, per-epoch loss and val
+    accuracy, curves, the card) and return the metadata that links to it."""
+    from ssl_assets.ml.evaluate.model_card import (
+        metrics_rows,
+        per_class_rows,
+        robustness_rows,
+        subgroup_rows,
+        write_model_card,
+    )
+    from ssl_assets.ml.report import FINETUNE_CURVE_KEYS, training_curves_png
+
+    card = write_model_card(
+        lake.model_dir(model_id),
+        {
+            "title": f"ssl-assets candidate {model_id}",
+            "summary": f"A candidate classifier: encoder {encoder_id} fine-tuned "
+            f"({cfg.strategy}), awaiting the champion comparison (champion_model rewrites "
+            "this card when it is promoted).",
+            "metrics": metrics_rows(report),
+            "per_class": per_class_rows(report),
+            "subgroups": subgroup_rows(report),
+            "robustness": robustness_rows(report),
+        },
+    )
+    log = result.log.summary()
+    tracked, why_not = tracking.log(
+        str(lake.root_path),
+        model_id,
+        tags={
+            "dagster_run_id": context.run.run_id,
+            "asset": "finetuned_model",
+            "model_id": model_id,
+            "encoder": encoder_id,
+        },
+        params={**dataclasses.asdict(cfg), "encoder": encoder_id},
+        epochs=result.log.history,
+        summary={**log, "test_accuracy": report.get("accuracy"), "ece": report.get("ece")},
+        artifacts={
+            "training_curves.png": training_curves_png(result.log.history, FINETUNE_CURVE_KEYS)
+            or b"",
+            "card": card,
+        },
+    )
+    if tracked is None:
+        return {"mlflow": why_not}
+    return {"mlflow_run": link(tracked.link), "mlflow_run_id": tracked.run_id}
+
+
 @asset(
     deps=["ssl_encoder"],
     group_name="evaluation",
@@ -556,6 +615,7 @@ def finetuned_model(
     image_spec: ImageSpecResource,
     compute: ComputeResource,
     profile: Profile,
+    tracking: TrackingResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """The newest encoder fine-tuned with a linear head on the labeled train split (early
     stopping on val; full, partial or LoRA), with test accuracy, per-class and per-subgroup
@@ -572,7 +632,10 @@ def finetuned_model(
     )
     beside = subgroups_beside(report.get("subgroups") or {}, metadata.latest_bias_shares())
     shown = _finetuned_metadata(lake, model_id, encoder_id, config, result, report, beside)
-    yield MaterializeResult(metadata=shown)
+    yield MaterializeResult(
+        metadata=shown
+        | _track_finetune(tracking, lake, model_id, encoder_id, cfg, result, report, context)
+    )
     verdict = suite_verdict(
         flat_metrics(report),
         check_name="finetune_metrics_suite",

@@ -35,11 +35,11 @@ from quality.gates import floors_verdict, record_check
 from quality.verdict import Verdict
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from resources.settings import ComputeResource, ImageSpecResource
+from resources.settings import ComputeResource, ImageSpecResource, TrackingResource
 from ssl_assets.ml.report import training_curves_png
 from ssl_assets.ml.training_set import TrainingSet, training_set
 from ssl_assets.partitions import OWNERS
-from ssl_assets.presentation import numbers, picture
+from ssl_assets.presentation import link, numbers, picture
 from ssl_assets.presentation import table as presentation_table
 from ssl_assets.profiles import Profile
 from ssl_assets.provenance import code_version
@@ -289,6 +289,7 @@ def ssl_encoder(
     image_spec: ImageSpecResource,
     compute: ComputeResource,
     profile: Profile,
+    tracking: TrackingResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """A self-supervised encoder (SimCLR, MoCo v2, BYOL, VICReg, DINO or MAE) trained on the
     included train split of curated_images, from the decoded catalog arrays. Weights and config
@@ -323,6 +324,7 @@ def ssl_encoder(
     shown = _encoder_metadata(lake, model_id, cfg, config, history, reported, verdict)
     yield MaterializeResult(
         metadata=shown
+        | _track(tracking, lake, model_id, cfg, lineage, history, shown, context.run.run_id)
         | {
             "train_images": data.images,
             "epoch_reports": epoch_reports,
@@ -332,6 +334,47 @@ def ssl_encoder(
     yield record_check(
         metadata, "ssl_encoder", verdict, partition=model_id, run_id=context.run.run_id
     )
+
+
+def _track(
+    tracking: TrackingResource,
+    lake: LakeResource,
+    model_id: str,
+    cfg: Any,
+    lineage: dict,
+    history: list[dict],
+    shown: dict,
+    run_id: str,
+) -> dict:
+    """Log the run to MLflow (params, per-epoch metrics, curves and the encoder's model card)
+    and return the metadata that links to it."""
+    from ssl_assets.ml.evaluate.model_card import write_model_card
+
+    headline = {k: v for k, v in shown.items() if isinstance(v, int | float)}
+    card = write_model_card(
+        lake.model_dir(model_id),
+        {
+            "title": f"ssl-assets encoder {model_id}",
+            "summary": f"A {cfg.backbone} encoder pretrained with {cfg.method} for "
+            f"{headline.get('steps')} optimizer steps on {lineage['train_images']} curated, "
+            "unlabeled train images. It has no classification head: the fine-tuned models "
+            "and the probes built on it carry the evaluation.",
+            "data": {k: v for k, v in lineage.items() if k != "run_id"},
+            "training": headline,
+        },
+    )
+    tracked, why_not = tracking.log(
+        str(lake.root_path),
+        model_id,
+        tags={"dagster_run_id": run_id, "asset": "ssl_encoder", "model_id": model_id},
+        params=cfg.to_dict(),
+        epochs=history,
+        summary=headline,
+        artifacts={"training_curves.png": training_curves_png(history) or b"", "card": card},
+    )
+    if tracked is None:
+        return {"mlflow": why_not}
+    return {"mlflow_run": link(tracked.link), "mlflow_run_id": tracked.run_id}
 
 
 #: what the trainer reported that is worth a line in the UI (the rest: raw lists, absolute
