@@ -17,6 +17,7 @@ Plain code (no Dagster import); `mlflow` is imported when a run is logged, never
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -110,6 +111,8 @@ def log_run(
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    # creating the local store logs each schema migration at INFO: not news for a pipeline run
+    logging.getLogger("mlflow").setLevel(max(logging.getLogger("mlflow").level, logging.WARNING))
     uri = tracking_uri(lake_root, uri)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment(client, experiment, uri, lake_root)
