@@ -186,7 +186,7 @@ def label_efficiency(
                     )
             if scratch is not None and images is not None:
                 i_train, i_val, i_test = images
-                cfg = _with_seed(scratch, seed)
+                cfg = _for_draw(scratch, seed, idx.size)
                 model, log = train_scratch_baseline(
                     np.asarray(i_train)[idx],
                     train_y[idx],
@@ -218,8 +218,20 @@ def label_efficiency(
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def _with_seed(cfg: ScratchConfig, seed: int) -> ScratchConfig:
-    return dataclasses.replace(cfg, seed=int(seed))
+#: val passes of a scratch run bounded by `max_steps` (evenly spaced; the best is kept)
+SCRATCH_VAL_PASSES = 10
+
+
+def _for_draw(cfg: ScratchConfig, seed: int, n_labels: int) -> ScratchConfig:
+    """The scratch config of one label draw: seeded by it, and with a step budget, validated
+    about `SCRATCH_VAL_PASSES` times however few labels make an epoch (21 labels are one step
+    per epoch: a val pass after each would cost more than the training)."""
+    val_every = cfg.val_every
+    if cfg.max_steps is not None:
+        steps_per_epoch = max(1, n_labels // min(cfg.batch_size, max(n_labels, 2)))
+        epochs = -(-cfg.max_steps // steps_per_epoch)
+        val_every = max(1, epochs // SCRATCH_VAL_PASSES)
+    return dataclasses.replace(cfg, seed=int(seed), val_every=val_every)
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
