@@ -187,16 +187,14 @@ def per_class_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def robustness_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per corruption: test accuracy at each severity."""
+    """One row per corruption and severity (each corruption has its own severities)."""
     rows = []
     for kind, by_severity in (report.get("robustness") or {}).items():
         if isinstance(by_severity, Mapping):
-            rows.append(
-                {
-                    "corruption": kind,
-                    **{f"severity {k}": float(v) for k, v in by_severity.items()},
-                }
-            )
+            rows += [
+                {"corruption": kind, "severity": str(k), "test accuracy": float(v)}
+                for k, v in by_severity.items()
+            ]
     return rows
 
 
