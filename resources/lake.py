@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from ssl_assets.data.landed import READY_MARKER
 
@@ -57,6 +58,14 @@ def default_lake_root() -> str:
     return str(Path(os.environ.get(LAKE_ENV) or DEFAULT_LAKE).expanduser().resolve())
 
 
+def default_metadata_path() -> str:
+    """The DuckDB file from `$SSL_METADATA`, else `metadata.duckdb` in the default lake root."""
+    configured = os.environ.get(METADATA_ENV)
+    if configured:
+        return str(Path(configured).expanduser().resolve())
+    return str(Path(default_lake_root()) / "metadata.duckdb")
+
+
 def validate_batch_name(batch: str) -> str:
     """Batch names become folder names and partition keys: letters, digits, `._-` only."""
     if not _BATCH_NAME.match(batch) or batch in {".", ".."}:
@@ -77,15 +86,23 @@ def resolve_inside(root: Path, relative: str | os.PathLike[str]) -> Path:
 
 
 class LakeResource(ConfigurableResource):
-    """Paths in the lake. `root` defaults to `$SSL_LAKE` or `./lake`.
+    """Paths in the lake. `root` (None: `$SSL_LAKE`, else `./lake`) is resolved when a path is
+    used, in the process that uses it, never baked in when the code is loaded: the launchpad
+    shows no machine's absolute path, and a run resolves the lake of the machine it runs on.
 
     `metadata_file` (default `$SSL_METADATA`, else `<root>/metadata.duckdb`) lets the DuckDB
     file live on a local or block volume while the root is an object-store mount: DuckDB needs
     real file locks, which FUSE mounts of S3/GCS buckets do not give.
     """
 
-    root: str
-    metadata_file: str | None = None
+    root: str | None = Field(
+        default=None,
+        description="The lake's root folder. None: $SSL_LAKE when a run starts, else ./lake.",
+    )
+    metadata_file: str | None = Field(
+        default=None,
+        description="The DuckDB file. None: $SSL_METADATA when a run starts, else metadata.duckdb in the root.",
+    )
 
     @classmethod
     def from_env(cls) -> LakeResource:
@@ -93,7 +110,7 @@ class LakeResource(ConfigurableResource):
 
     @property
     def root_path(self) -> Path:
-        return Path(self.root).resolve()
+        return Path(self.root or default_lake_root()).resolve()
 
     @property
     def landing_dir(self) -> Path:
@@ -103,6 +120,8 @@ class LakeResource(ConfigurableResource):
     def metadata_path(self) -> Path:
         if self.metadata_file:
             return Path(self.metadata_file).expanduser().resolve()
+        if self.root is None and os.environ.get(METADATA_ENV):
+            return Path(default_metadata_path())
         return self.root_path / "metadata.duckdb"
 
     def path(self, *parts: str) -> Path:

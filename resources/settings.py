@@ -10,7 +10,7 @@ stage reads the same value.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -66,3 +66,29 @@ class ComputeResource(ConfigurableResource):
         if self.channels_last is not None:
             return self.channels_last
         return self.torch_device().startswith("cuda")
+
+
+class TrackingResource(ConfigurableResource):
+    """Where training runs are logged for comparison (MLflow; `ssl_assets.tracking`): every
+    `ssl_encoder` and `finetuned_model` run, with the Dagster run id as a tag."""
+
+    uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI. None: $MLFLOW_TRACKING_URI at run time, else a local "
+        "store in the lake (sqlite, lake/mlflow.db).",
+    )
+    experiment: str = Field(default="ssl-assets", description="MLflow experiment name")
+    enabled: bool = Field(default=True, description="False: log nothing to MLflow")
+
+    def log(self, lake_root: str, name: str, **run: Any) -> tuple[Any, str | None]:
+        """Log one run (see `ssl_assets.tracking.log_run`); returns (TrackedRun or None, why
+        not). Tracking is a record beside the pipeline: a store that cannot be reached is
+        reported, never a reason to fail the training that already happened."""
+        if not self.enabled:
+            return None, "tracking is disabled (the tracking resource's enabled: false)"
+        from ssl_assets.tracking import log_run
+
+        try:
+            return log_run(lake_root, name, uri=self.uri, experiment=self.experiment, **run), None
+        except Exception as exc:  # any store failure is reported, not raised
+            return None, f"not logged to MLflow: {type(exc).__name__}: {exc}"

@@ -16,7 +16,7 @@ from dagster import Definitions, in_process_executor, load_assets_from_modules
 from resources.curation_settings import CurationSettings
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from resources.settings import ComputeResource, ImageSpecResource
+from resources.settings import ComputeResource, ImageSpecResource, TrackingResource
 from ssl_assets.assets import (
     audit_assets,
     curation_assets,
@@ -41,12 +41,13 @@ def build_resources(
     lake_root: str | None = None, profile: Profile | str | None = None
 ) -> dict[str, object]:
     """Every resource the assets and sensors use, for one profile, rooted at `lake_root`
-    (default `$SSL_LAKE` or ./lake)."""
+    (default: `$SSL_LAKE` or ./lake, resolved when a run uses it, not now: the code may be
+    loaded on another machine than the one a run executes on)."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    lake = LakeResource(root=lake_root) if lake_root else LakeResource.from_env()
+    lake = LakeResource(root=lake_root) if lake_root else LakeResource()
     return {
         "lake": lake,
-        "metadata": MetadataStore(path=str(lake.metadata_path)),
+        "metadata": MetadataStore(path=str(lake.metadata_path) if lake_root else None),
         "profile": profile,
         "image_spec": ImageSpecResource(
             resolution=profile.catalog_resolution,
@@ -54,6 +55,7 @@ def build_resources(
         ),
         "compute": ComputeResource(),
         "curation": CurationSettings.for_lake(lake),
+        "tracking": TrackingResource(),
     }
 
 

@@ -84,7 +84,7 @@ def maybe_retrain(defs: Definitions, instance: DagsterInstance) -> BatchRun | No
     decision = retrain_decision(
         **store.retrain_inputs(), min_new_images=profile.retrain_min_new_images
     )
-    print(f"retrain policy: {'retrain' if decision.retrain else 'no retrain'} ({decision.reason})")
+    print(f"retrain policy: {'retrain' if decision.retrain else 'no retrain'}. {decision.reason}")
     if not decision.retrain:
         return None
     return _run(defs, "retrain_evaluate", instance, "retrain_evaluate")

@@ -38,16 +38,19 @@ class Profile(ConfigurableResource):
     catalog_resolution: int
     # How a non-square image becomes the catalog's square: pad | center_crop | stretch.
     catalog_aspect: str
-    # Pretraining defaults (the launchpad overrides any of them per run).
+    # Pretraining defaults (the launchpad overrides any of them per run). The budget is in
+    # optimizer steps, not seconds or epochs, so a run computes the same thing on a busy machine
+    # and on a quiet one; its seconds are reported beside.
     pretrain_method: str
     # A build_backbone name, or "auto": resnet50 where the compute resource has CUDA, resnet18
     # on a CPU (`ssl_assets.ml.backbones.resolve_backbone_name`).
     pretrain_backbone: str
-    pretrain_epochs: int
+    pretrain_steps: int
     pretrain_batch_size: int
-    # Evaluation: label-draw seeds per budget, the scratch baseline's time cap, fine-tune epochs.
+    # Evaluation: label-draw seeds per budget, the scratch baseline's optimizer steps (the same
+    # for every label budget and seed), fine-tune epochs.
     eval_seeds: int
-    scratch_max_seconds: float
+    scratch_steps: int
     finetune_epochs: int
     # Retrain policy: new included train images since the last encoder that justify a retrain.
     retrain_min_new_images: int
@@ -66,10 +69,10 @@ PROFILES: dict[str, Profile] = {
         catalog_aspect="pad",
         pretrain_method="simclr",
         pretrain_backbone="small_cnn",
-        pretrain_epochs=3,
+        pretrain_steps=6,
         pretrain_batch_size=64,
         eval_seeds=2,
-        scratch_max_seconds=3.0,
+        scratch_steps=20,
         finetune_epochs=3,
         retrain_min_new_images=20,
         sensor_interval_s=5,
@@ -84,10 +87,10 @@ PROFILES: dict[str, Profile] = {
         catalog_aspect="pad",
         pretrain_method="simclr",
         pretrain_backbone="small_cnn",
-        pretrain_epochs=40,
+        pretrain_steps=80,
         pretrain_batch_size=256,
         eval_seeds=3,
-        scratch_max_seconds=15.0,
+        scratch_steps=30,
         finetune_epochs=40,
         retrain_min_new_images=200,
         sensor_interval_s=30,
@@ -102,10 +105,10 @@ PROFILES: dict[str, Profile] = {
         catalog_aspect="pad",
         pretrain_method="simclr",
         pretrain_backbone="small_cnn",
-        pretrain_epochs=200,
+        pretrain_steps=20_000,  # ~200 epochs of 50,000 images at batch 512
         pretrain_batch_size=512,
         eval_seeds=3,
-        scratch_max_seconds=86_400.0,  # no practical cap: the SSL run's own wall time decides
+        scratch_steps=5_000,
         finetune_epochs=100,
         retrain_min_new_images=5000,
         sensor_interval_s=60,
@@ -128,10 +131,10 @@ PROFILES: dict[str, Profile] = {
         catalog_aspect="center_crop",
         pretrain_method="simclr",
         pretrain_backbone="auto",
-        pretrain_epochs=100,
+        pretrain_steps=20_000,  # ~100 epochs of 50,000 images at batch 256
         pretrain_batch_size=256,
         eval_seeds=3,
-        scratch_max_seconds=86_400.0,
+        scratch_steps=5_000,
         finetune_epochs=30,
         retrain_min_new_images=5000,
         sensor_interval_s=60,

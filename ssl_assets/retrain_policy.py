@@ -26,24 +26,33 @@ def retrain_decision(
 ) -> RetrainDecision:
     """Whether to pretrain now, and why (or why not)."""
     if train_images == 0:
-        return RetrainDecision(False, "no included train images yet")
+        return RetrainDecision(False, "Nothing to train on: no included train images yet.")
     if not has_encoder:
         if train_images >= min_new_images:
-            return RetrainDecision(True, f"no encoder yet and {train_images} train images")
+            return RetrainDecision(
+                True, f"There is no encoder yet and {train_images} train images to train one."
+            )
         return RetrainDecision(
-            False, f"no encoder yet, {train_images} train images < {min_new_images}"
+            False,
+            f"Waiting for data: there is no encoder yet, and {train_images} train images are "
+            f"fewer than the {min_new_images} the first one needs.",
         )
     fraction = new_since_last_encoder / train_images
     if new_since_last_encoder >= min_new_images:
         return RetrainDecision(
-            True, f"{new_since_last_encoder} new train images ≥ {min_new_images}"
+            True,
+            f"{new_since_last_encoder} new train images since the last encoder "
+            f"(≥ {min_new_images} start a retrain).",
         )
     if fraction >= min_new_fraction:
         return RetrainDecision(
-            True, f"new train images are {fraction:.1%} of the split ≥ {min_new_fraction:.1%}"
+            True,
+            f"The new train images are {fraction:.1%} of the split "
+            f"(≥ {min_new_fraction:.1%} starts a retrain).",
         )
     return RetrainDecision(
         False,
-        f"{new_since_last_encoder} new train images ({fraction:.1%}) since the last encoder: "
-        f"below {min_new_images} and {min_new_fraction:.1%}",
+        f"Waiting for more data: {new_since_last_encoder} new train images since the last "
+        f"encoder ({fraction:.1%} of the split), below {min_new_images} new images and below "
+        f"{min_new_fraction:.1%} of the split, either of which starts a retrain.",
     )

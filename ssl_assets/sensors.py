@@ -63,8 +63,8 @@ def failed_ingests(
             continue  # raw_images decided admission: the failure came later, not a lost run
         if attempts > MAX_INGEST_RETRIES:
             exhausted.append(
-                f"ingest of {batch!r} failed {attempts} times (last run {run_id}); not retried "
-                f"again (at most {MAX_INGEST_RETRIES} retries)"
+                f"The ingest of {batch!r} failed {attempts} times (last run {run_id}) and is "
+                f"not retried again (at most {MAX_INGEST_RETRIES} retries)."
             )
             continue
         requests.append(
@@ -93,7 +93,15 @@ def landing_tick(
         context.log.info(f"re-requesting failed ingests: {[r.partition_key for r in retries]}")
     if not new and not retries:
         return SensorResult(
-            skip_reason=SkipReason("; ".join(["no new ready batch in landing/", *problems]))
+            skip_reason=SkipReason(
+                " ".join(
+                    [
+                        "Nothing to ingest: no new ready batch in landing/ (a batch folder is "
+                        "ready once it holds a _READY file).",
+                        *problems,
+                    ]
+                )
+            )
         )
     if new:
         context.log.info(f"new ready batches: {new}")
@@ -107,7 +115,11 @@ def landing_tick(
 def curation_tick(context: SensorEvaluationContext, metadata: MetadataStore) -> SensorResult:
     key, batches, pending = metadata.curation_snapshot()
     if not pending:
-        return SensorResult(skip_reason=SkipReason("every admitted, catalogued image is curated"))
+        return SensorResult(
+            skip_reason=SkipReason(
+                "Nothing to curate: every catalogued image of the admitted batches is curated."
+            )
+        )
     return SensorResult(
         run_requests=[RunRequest(run_key=f"curate:{key}", tags={"ssl/snapshot": key})],
         cursor=key,
@@ -134,10 +146,17 @@ def retrain_tick(
         limit=1,
     )
     if busy:
-        return SensorResult(skip_reason=SkipReason("curation or audits are running"))
+        return SensorResult(
+            skip_reason=SkipReason("Waiting: a curation and audit run is still in progress.")
+        )
     _, _, pending = metadata.curation_snapshot()
     if pending:
-        return SensorResult(skip_reason=SkipReason(f"{pending} catalogued images await curation"))
+        return SensorResult(
+            skip_reason=SkipReason(
+                f"Waiting: {pending} catalogued images await curation, which the curation "
+                "sensor starts first."
+            )
+        )
     decision = retrain_decision(
         **metadata.retrain_inputs(), min_new_images=profile.retrain_min_new_images
     )

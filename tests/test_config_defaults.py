@@ -26,7 +26,9 @@ from ssl_assets.profiles import get_profile
 #: asset Config field left at None -> the profile field that supplies it
 PROFILE_SIZED = {
     (PretrainConfig, "method"): "pretrain_method",
-    (PretrainConfig, "epochs"): "pretrain_epochs",
+    (PretrainConfig, "max_steps"): "pretrain_steps",
+    # None: the step budget decides (whole epochs only when a run asks for them)
+    (PretrainConfig, "epochs"): "pretrain_steps",
     (PretrainConfig, "batch_size"): "pretrain_batch_size",
     (PretrainConfig, "backbone"): "pretrain_backbone",
     (FinetuneAssetConfig, "epochs"): "finetune_epochs",

@@ -123,7 +123,7 @@ def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
     tiny = get_profile("tiny")
     assert versions == {build_definitions("tiny").resources["image_spec"].version}
     trained = json.loads(encoder_config)
-    assert trained["epochs"] == tiny.pretrain_epochs != get_profile("demo").pretrain_epochs
+    assert trained["max_steps"] == tiny.pretrain_steps != get_profile("demo").pretrain_steps
     assert trained["batch_size"] <= tiny.pretrain_batch_size
 
     # the runs are in the persistent instance, so `dagster dev` shows them afterwards

@@ -105,7 +105,7 @@ def test_later_ticks_start_nothing_more(pipeline_server):
     assert len(_runs(pipeline_server)) == before
 
 
-def test_asset_catalog_lists_our_assets_and_graph_screenshot(pipeline_server):
+def test_asset_pages_lead_with_their_results_inline(pipeline_server):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     if not (os.path.exists(chromium) and os.path.exists(driver_path)):
@@ -131,7 +131,7 @@ def test_asset_catalog_lists_our_assets_and_graph_screenshot(pipeline_server):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1600,1000",
+        "--window-size=1600,1200",
         f"--user-data-dir={pipeline_server.home / 'chromium'}",
     ):
         options.add_argument(arg)
@@ -171,6 +171,61 @@ def test_asset_catalog_lists_our_assets_and_graph_screenshot(pipeline_server):
         browser.save_screenshot(str(ARTIFACTS / "asset-catalog.png"))
         visit("/asset-groups", "pretraining")
         browser.save_screenshot(str(ARTIFACTS / "asset-graph.png"))
+        for name, (header, cell) in HEADLINES.items():
+            visit(f"/assets/{name}", header)
+            table = _inline_table(browser, header, cell)
+            browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", table)
+            time.sleep(1)
+            assert table.is_displayed(), f"{name}: the headline table is not shown inline"
+            browser.save_screenshot(str(ARTIFACTS / f"asset-{name}.png"))
+        for name, picture in PICTURES.items():  # pictures open from their named row
+            visit(f"/assets/{name}", picture)
+            _open_picture(browser, picture)
+            browser.save_screenshot(str(ARTIFACTS / f"asset-{name}-{picture}.png"))
     finally:
         browser.quit()
     assert (ARTIFACTS / "asset-graph.png").stat().st_size > 10_000
+    for name in HEADLINES:
+        assert (ARTIFACTS / f"asset-{name}.png").stat().st_size > 10_000
+
+
+#: per asset page, the headline table's column header and a cell it must hold: each is table
+#: metadata, which the asset page renders inline (no dialog to open)
+HEADLINES = {
+    "probes": ("ssl/linear", "±"),
+    "ssl_encoder": ("collapse_check", "passed"),
+    "duplicates": ("excluded copies", "near"),
+    "champion_model": ("rule", "challenger val accuracy"),
+}
+#: pictures behind a named row (Dagster shows long markdown in a dialog)
+PICTURES = {"probes": "label_efficiency_curve", "ssl_encoder": "training_curves"}
+
+
+def _inline_table(browser, header: str, cell: str):
+    """The rendered <table> on the page whose header row holds `header` and a cell `cell`."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + 60
+    xpath = (
+        f"//table[.//th[normalize-space()='{header}']]"
+        f"[.//td[contains(normalize-space(), '{cell}')]]"
+    )
+    while True:
+        found = browser.find_elements(By.XPATH, xpath)
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no inline table with {header!r} and {cell!r}"
+        time.sleep(1)
+
+
+def _open_picture(browser, label: str) -> None:
+    """Click the row's "[Show Markdown]" and wait for the picture in the dialog."""
+    from selenium.webdriver.common.by import By
+
+    row = browser.find_element(By.XPATH, f"//tr[.//*[normalize-space()='{label}']]")
+    row.find_element(By.XPATH, ".//*[normalize-space()='[Show Markdown]']").click()
+    deadline = time.monotonic() + 30
+    while not browser.find_elements(By.XPATH, "//*[contains(@class, 'dialog')]//img"):
+        assert time.monotonic() < deadline, f"the picture {label!r} did not open"
+        time.sleep(1)
+    time.sleep(1)

@@ -128,3 +128,17 @@ def test_scratch_baseline_trains_its_loss_drops_within_the_time_budget() -> None
     capped = ScratchConfig(backbone_kwargs=TINY_CNN, max_steps=2, batch_size=32)
     log = train_scratch_baseline(x[:128], y[:128], x[128:], y[128:], 3, capped)[1]
     assert log.steps == 2 and log.stop_reason == "max_steps"
+
+
+def test_a_step_bounded_scratch_run_validates_about_ten_times_and_keeps_the_best() -> None:
+    from ssl_assets.ml.evaluate.efficiency import SCRATCH_VAL_PASSES, _for_draw
+
+    x, y = colour_images(64, seed=5)
+    cfg = ScratchConfig(backbone_kwargs=TINY_CNN, max_steps=40, epochs=10_000, batch_size=32)
+    few = _for_draw(cfg, seed=1, n_labels=12)  # one step per epoch: 40 epochs
+    assert few.seed == 1 and few.val_every == 40 // SCRATCH_VAL_PASSES
+    model, log = train_scratch_baseline(x[:12], y[:12], x[32:], y[32:], 3, few)
+    validated = [h for h in log.history if "val_accuracy" in h]
+    assert log.steps == 40 and log.stop_reason == "max_steps"
+    assert len(validated) == SCRATCH_VAL_PASSES  # not 40: one val pass per step
+    assert log.best_val_accuracy == max(h["val_accuracy"] for h in validated)

@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
@@ -65,7 +65,15 @@ def trained(tmp_path_factory):
             run_config={
                 "ops": {
                     "ssl_encoder": {"config": {"epochs": 2, "batch_size": 128}},
-                    "probes": {"config": {"seeds": 1, "budgets": "0.2:2,1.0:1"}},
+                    "probes": {
+                        "config": {
+                            "seeds": 1,
+                            "budgets": [
+                                {"fraction": 0.2, "min_per_class": 2},
+                                {"fraction": 1.0, "min_per_class": 1},
+                            ],
+                        }
+                    },
                 },
                 **QUIET,
             },
@@ -133,6 +141,74 @@ def test_champion_is_replaced_only_by_a_better_model_and_can_be_restored(trained
     assert cli(["--lake", lake.root, "champion", "restore", strong]) == 0
 
 
+def test_every_markdown_table_the_pipeline_wrote_keeps_its_columns(trained):
+    """Every markdown value of every materialization so far (ingest to champion) and every
+    model card: each table row has its header's cells; table metadata rows match their
+    schema; the champion's decision is a table with the interval and tolerance."""
+    from dagster import MarkdownMetadataValue, TableMetadataValue
+
+    from tests.test_presentation import assert_tables_well_formed
+
+    lake, _, resources, instance = trained
+    if not instance.fetch_materializations(AssetKey("champion_model"), limit=1).records:
+        _finetune_and_judge(resources, instance, epochs=2)
+    tables = inline = 0
+    for key in instance.get_asset_keys():
+        for record in instance.fetch_materializations(key, limit=100).records:
+            for label, value in record.asset_materialization.metadata.items():
+                if isinstance(value, MarkdownMetadataValue):
+                    tables += assert_tables_well_formed(value.md_str or "")
+                elif isinstance(value, TableMetadataValue):
+                    columns = {c.name for c in value.schema.columns}  # stored keys are sorted
+                    assert all(set(r.data) == columns for r in value.records), label
+                    inline += 1
+    cards = list(lake.path("models").glob("*/MODEL_CARD.md"))
+    assert cards
+    for card in cards:
+        tables += assert_tables_well_formed(card.read_text())
+    assert tables >= 5 and inline >= 10
+    champion = instance.fetch_materializations(AssetKey("champion_model"), limit=1).records[0]
+    decision = champion.asset_materialization.metadata["decision"]
+    rules = [r.data["rule"] for r in decision.records]
+    assert rules[0].startswith("challenger not worse") and "tolerance" in str(decision.records)
+
+
+def test_training_runs_are_tracked_in_mlflow_with_epochs_and_the_dagster_run(trained):
+    """After a tiny run, MLflow (a SQLite store in the lake) holds the SSL and the
+    fine-tuning runs with their per-epoch metrics, tagged with the Dagster run that made them,
+    and the materializations link to them."""
+    import mlflow
+
+    lake, store, resources, instance = trained
+    result, _ = _finetune_and_judge(resources, instance, epochs=3, patience=3, seed=3)
+    store_uri = f"sqlite:///{lake.root_path / 'mlflow.db'}"  # the default: under the lake
+    client = mlflow.MlflowClient(store_uri)
+    mlflow.set_tracking_uri(store_uri)
+    runs = mlflow.search_runs(experiment_names=["ssl-assets"], output_format="list")
+    by_asset = {}
+    for run in runs:
+        by_asset.setdefault(run.data.tags["asset"], []).append(run)
+    encoder = store.query("SELECT model_id, lineage FROM models WHERE kind = 'encoder'")
+    ssl = next(
+        r for r in by_asset["ssl_encoder"] if r.data.tags["model_id"] in set(encoder["model_id"])
+    )
+    row = encoder[encoder["model_id"] == ssl.data.tags["model_id"]].iloc[0]
+    assert ssl.data.tags["dagster_run_id"] == json.loads(row["lineage"])["run_id"]
+    assert len(client.get_metric_history(ssl.info.run_id, "loss")) == 2  # two epochs
+    assert ssl.data.params["method"] == "simclr"
+    artifacts = {a.path for a in client.list_artifacts(ssl.info.run_id)}
+    assert {"training_curves.png", "MODEL_CARD.md"} <= artifacts
+
+    ft_event = result.asset_materializations_for_node("finetuned_model")[0]
+    ft = client.get_run(ft_event.metadata["mlflow_run_id"].value)
+    assert ft.data.tags["dagster_run_id"] == result.run_id
+    assert ft.data.tags["model_id"] == ft_event.metadata["model_id"].value
+    epochs = client.get_metric_history(ft.info.run_id, "val_accuracy")
+    assert len(epochs) == ft_event.metadata["epochs"].value >= 1
+    assert "MODEL_CARD.md" in {a.path for a in client.list_artifacts(ft.info.run_id)}
+    assert "mlflow ui" in str(ft_event.metadata["mlflow_run"].value)
+
+
 def test_load_and_predict_api_matches_the_evaluation(trained):
     from ssl_assets.inference import load_model
     from ssl_assets.ml.evaluate.model_io import load_finetuned
@@ -179,7 +255,7 @@ def test_two_process_torchrun_training_reports_to_dagster_once(trained):
                         "epochs": 2,
                         "batch_size": 64,
                         "processes": 2,
-                        "backbone_json": json.dumps({"norm": "group"}),
+                        "backbone_kwargs": {"norm": "group"},
                         "warm_start_from_champion": False,
                     }
                 }

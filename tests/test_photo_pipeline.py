@@ -32,7 +32,7 @@ SMALL = {"widths": [8, 16, 32, 64], "strides": [2, 2, 2, 2], "input_size": 224}
 # more than 3 dimensions, so the effective-rank floor (4) is lowered to what 4 points allow
 TRAIN = {
     "backbone": "small_cnn",
-    "backbone_json": json.dumps(SMALL),
+    "backbone_kwargs": SMALL,
     "batch_size": 16,
     "min_effective_rank": 2.0,
 }
@@ -130,8 +130,8 @@ def test_a_distilled_student_records_its_teacher(photo_lake):
     config = {
         **TRAIN,
         "method": "distill",
-        "objective_json": json.dumps({"teacher": teacher}),
-        "backbone_json": json.dumps(student),
+        "objective": {"teacher": teacher},
+        "backbone_kwargs": student,
         "epochs": 1,
         "warm_start_from_champion": False,
     }

@@ -137,8 +137,16 @@ class StoreCore(ConfigurableResource):
     The domain modules of `resources.store` add the named queries and writes on top of this.
     """
 
-    path: str
+    path: str | None = None
     lock_timeout_s: float = 300.0
+
+    @property
+    def db_path(self) -> str:
+        """The DuckDB file: `path`, else resolved when used (not when the code is loaded):
+        `$SSL_METADATA`, else `metadata.duckdb` in `$SSL_LAKE` (default ./lake)."""
+        from resources.lake import default_metadata_path
+
+        return self.path or default_metadata_path()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -150,7 +158,7 @@ class StoreCore(ConfigurableResource):
         warned = False
         while True:
             try:
-                return duckdb.connect(self.path, read_only=read_only, config=config or {})
+                return duckdb.connect(self.db_path, read_only=read_only, config=config or {})
             except duckdb.Error as exc:
                 if not _is_lock_error(exc) or time.monotonic() >= deadline:
                     raise
@@ -167,7 +175,7 @@ class StoreCore(ConfigurableResource):
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection, opened with retry; the schema is migrated on first use."""
         if not read_only:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         con = self._open(read_only)
         try:
             if not read_only:
@@ -182,8 +190,8 @@ class StoreCore(ConfigurableResource):
         (`SANDBOXED_READER_CONFIG`), for queries typed by a person. It waits for a writer
         (retry with backoff, up to `lock_timeout_s`) the way the pipeline's writers wait for a
         reader, instead of failing at once with a lock error."""
-        if not Path(self.path).is_file():
-            raise FileNotFoundError(f"{self.path} does not exist yet: run the pipeline first")
+        if not Path(self.db_path).is_file():
+            raise FileNotFoundError(f"{self.db_path} does not exist yet: run the pipeline first")
         con = self._open(read_only=True, config=SANDBOXED_READER_CONFIG)
         try:
             yield con
@@ -203,7 +211,7 @@ class StoreCore(ConfigurableResource):
             con.execute("COMMIT")
 
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
-        key = str(Path(self.path).resolve())
+        key = str(Path(self.db_path).resolve())
         if key in _MIGRATED:
             return
         with _MIGRATE_LOCK:

@@ -42,14 +42,16 @@ from ssl_assets.curation.contact_sheet import grid_png, markdown_image
 from ssl_assets.curation.embedders import pinned_embeddings
 from ssl_assets.curation.image_issues import ISSUES
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
+from ssl_assets.presentation import table as presentation_table
 from ssl_assets.refusals import refused
 
 GROUP = "audits"
 KINDS = {"python", "scikit-learn", "duckdb"}
 
 
-def _table_md(df: pd.DataFrame, limit: int = 30) -> str:
-    return "none" if df.empty else df.head(limit).to_markdown(index=False, floatfmt=".4g")
+def _table(df: pd.DataFrame, limit: int = 30) -> MetadataValue | str:
+    """At most `limit` rows as table metadata (inline in the UI), numbers rounded."""
+    return "none" if df.empty else presentation_table(df, limit=limit)
 
 
 def _png_md(lake: LakeResource, png: bytes, asset_name: str, name: str, alt: str) -> str:
@@ -246,8 +248,8 @@ def _diversity_metadata(
         "projection_method": "PCA (scikit-learn), 2 components",
         "seconds": round(seconds, 3),
         **_diversity_pictures(lake, report, train),
-        "clusters_table": MetadataValue.md(
-            _table_md(clusters[["cluster", "images", "share", "kmeans_clusters", "mean_outlier"]])
+        "clusters_table": _table(
+            clusters[["cluster", "images", "share", "kmeans_clusters", "mean_outlier"]]
         ),
     }
 
@@ -374,9 +376,7 @@ def _bias_metadata(lake: LakeResource, report: bias.BiasReport, floor: float) ->
     shares_png = plots.subgroup_shares_png(report.shares, floor, "subgroup shares")
     return {
         "how_columns_were_read": MetadataValue.json(report.notes),
-        "shares": MetadataValue.md(
-            _table_md(overall[["attribute", "subgroup", "images", "share"]], 60)
-        ),
+        "shares": _table(overall[["attribute", "subgroup", "images", "share"]], 60),
         "shares_plot": MetadataValue.md(
             _png_md(
                 lake,
@@ -386,24 +386,18 @@ def _bias_metadata(lake: LakeResource, report: bias.BiasReport, floor: float) ->
                 "subgroup shares per split and batch",
             )
         ),
-        "drift": MetadataValue.md(
-            _table_md(
-                report.drift[
-                    ["attribute", "newest_batch", "tv_distance", "p_value", "drifted"]
-                    + ["skipped_reason"]
-                ]
-            )
+        "drift": _table(
+            report.drift[
+                ["attribute", "newest_batch", "tv_distance", "p_value", "drifted"]
+                + ["skipped_reason"]
+            ]
         ),
-        "subgroup_statistics": MetadataValue.md(
-            _table_md(wide[[c for c in keep if c in wide.columns]], 60)
-        ),
-        "shortcut_probe": MetadataValue.md(
-            _table_md(
-                report.probes[
-                    ["attribute", "balanced_accuracy", "chance", "lift", "top_feature"]
-                    + ["shortcut", "skipped_reason"]
-                ]
-            )
+        "subgroup_statistics": _table(wide[[c for c in keep if c in wide.columns]], 60),
+        "shortcut_probe": _table(
+            report.probes[
+                ["attribute", "balanced_accuracy", "chance", "lift", "top_feature"]
+                + ["shortcut", "skipped_reason"]
+            ]
         ),
     }
 
@@ -516,7 +510,7 @@ def _candidates_metadata(
             "labeling_candidates_suite",
             asset="labeling_candidates",
             blocking=True,
-            description="GX suite on the CSV: image_id, path, thumbnail; unique, complete, <= K.",
+            description="GX suite on the CSV: image_id, path, thumbnail; unique, complete, at most K rows.",
         )
     ],
 )

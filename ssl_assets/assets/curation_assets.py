@@ -34,10 +34,10 @@ from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
 from resources.settings import ImageSpecResource
 from ssl_assets.curation.contact_sheet import (
+    captioned_sheet,
     grid_png,
-    group_sheet,
-    issue_sheet,
     markdown_image,
+    pair_sheet,
     pairs_png,
 )
 from ssl_assets.curation.decisions import (
@@ -72,6 +72,8 @@ from ssl_assets.data.catalog import (
 )
 from ssl_assets.ml.evaluate.features import semantic_embedder
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
+from ssl_assets.presentation import picture
+from ssl_assets.presentation import table as presentation_table
 from ssl_assets.refusals import refused
 
 # -- image_catalog -------------------------------------------------------------------------------
@@ -81,7 +83,11 @@ CATALOG_SCHEMA = TableSchema(
         TableColumn("image_id", "string"),
         TableColumn("batch", "string"),
         TableColumn("version", "string", description="canonical spec, e.g. r32-pad"),
-        TableColumn("array_row", "int", description="row in catalog/<version>/<batch>.npy"),
+        TableColumn(
+            "array_row",
+            "int",
+            description="row of the batch's catalog array (catalog/VERSION/BATCH.npy)",
+        ),
         TableColumn("array_path", "string"),
         TableColumn("pixel_hash", "string", description="sha256 of native decoded RGB pixels"),
         TableColumn("phash", "int", description="64-bit perceptual hash"),
@@ -219,11 +225,9 @@ def _catalog_metadata(catalog, index, failures, version: str, array_path: str, b
         "version": version,
         "array_path": array_path,
         "array_mb": round(catalog.arrays.nbytes / 2**20, 2),
-        "failures": MetadataValue.md(
-            failures[["image_id", "reason", "detail"]].to_markdown(index=False)
-            if len(failures)
-            else "none"
-        ),
+        "failures": presentation_table(failures[["image_id", "reason", "detail"]], limit=20)
+        if len(failures)
+        else "none",
         "sample": MetadataValue.md(
             markdown_image(
                 grid_png([(f"{batch}: first images", list(catalog.arrays[:16]))]), "sample"
@@ -298,7 +302,7 @@ def duplicates(
     groups, edges, embedder = _groups(curation, lake, metadata, new, old)
     seconds = time.perf_counter() - started
     per_tier = dict.fromkeys(TIERS, 0)
-    sheet = None
+    pairs = None
     stamp = {"run_id": context.run.run_id, "recorded_at": utcnow(), "settings": curation.record()}
     if groups is not None:
         rows, pairs = group_tables(
@@ -313,7 +317,6 @@ def duplicates(
         metadata.append_duplicates(rows, pairs)
         members = groups[groups["role"] == "member"]
         per_tier = {t: int((members["tier"] == t).sum()) for t in per_tier}
-        sheet = group_sheet(groups, catalog, lake.read_rows) if len(members) else None
     metadata.record_metrics(
         "duplicates",
         None,
@@ -321,23 +324,77 @@ def duplicates(
         {"new_images": len(new), "old_images": len(old), "seconds": seconds, **per_tier},
     )
     return MaterializeResult(
-        metadata={
+        metadata=_duplicates_metadata(curation, lake, catalog, pairs, per_tier)
+        | {
             "new_images": len(new),
             "compared_with_existing": len(old),
-            "duplicates_by_tier": MetadataValue.json(per_tier),
             "new_groups": int((groups["role"] == "representative").sum())
             if groups is not None
             else 0,
-            "near_max_distance": curation.near_max_distance,
-            "semantic_threshold": curation.semantic_threshold,
             "curation_settings": MetadataValue.json(json.loads(stamp["settings"])),
             "embedder": embedder,
             "seconds": round(seconds, 3),
-            "sample_groups": MetadataValue.md(
-                markdown_image(sheet, "duplicate groups") if sheet else "no duplicates found"
-            ),
         }
     )
+
+
+#: how each tier's score reads under a pair, and the rule that made the pair
+_TIER_SCORE = {
+    "exact": lambda score: "identical pixels",
+    "near": lambda score: f"pHash distance {score:g} bits",
+    "semantic": lambda score: f"cosine {score:.3f}",
+    "aligned": lambda score: f"gradient cosine {score:.3f}",
+}
+
+
+def _duplicates_metadata(
+    config: CurationSettings,
+    lake: LakeResource,
+    catalog: pd.DataFrame,
+    pairs: pd.DataFrame | None,
+    per_tier: dict[str, int],
+) -> dict:
+    """Per tier a sheet of up to 24 of the new pairs found, 96 px, with both ids and the score
+    (named, first); then the counts per tier and the rule of each (a table, inline)."""
+    rules = {
+        "exact": "same decoded pixels",
+        "near": f"pHash Hamming distance at most {config.near_max_distance}",
+        "semantic": f"pinned-embedding cosine at least {config.semantic_threshold}",
+        "aligned": f"ZNCC at least {config.aligned_min_ncc} and gradient cosine at least "
+        f"{config.aligned_min_gradient} at the best shift, crop and tone",
+    }
+    pictures, found = {}, {}
+    for tier in per_tier:
+        part = pairs[pairs["tier"] == tier] if pairs is not None else pd.DataFrame()
+        part = part.sort_values("score", ascending=tier == "near") if len(part) else part
+        found[tier] = len(part)
+        sheet = (
+            pair_sheet(
+                part,
+                catalog,
+                lake.read_rows,
+                f"{tier} duplicates: {min(len(part), 24)} of {len(part)} new pairs ({rules[tier]})",
+                _TIER_SCORE[tier],
+            )
+            if len(part)
+            else None
+        )
+        pictures[f"{tier}_pairs"] = picture(
+            sheet, f"{tier} duplicate pairs", f"no new {tier} pairs"
+        )
+    counts = pd.DataFrame(
+        [
+            {"tier": t, "excluded copies": per_tier[t], "pairs found": found[t], "rule": rules[t]}
+            for t in per_tier
+        ]
+    )
+    return {
+        **pictures,
+        "duplicates_by_tier": presentation_table(counts),
+        **{f"{t}_duplicates": n for t, n in per_tier.items()},
+        "near_max_distance": config.near_max_distance,
+        "semantic_threshold": config.semantic_threshold,
+    }
 
 
 # -- quality_issues ------------------------------------------------------------------------------
@@ -349,7 +406,7 @@ class QualityIssuesConfig(Config):
 
     thresholds: dict[str, float] = Field(
         default_factory=default_thresholds,
-        description="issue -> threshold: an image is flagged when its score is below it",
+        description="Per issue, a threshold: an image is flagged when its score is below it.",
     )
     exclude: list[str] | None = Field(
         default=None,
@@ -364,7 +421,9 @@ QUALITY_SCHEMA = TableSchema(
         TableColumn("batch", "string"),
         TableColumn("issue", "string", description="dark, light, blurry, ..."),
         TableColumn("score", "float", description="low means more of the issue"),
-        TableColumn("threshold", "float", description="flagged when score < threshold"),
+        TableColumn(
+            "threshold", "float", description="an image is flagged when its score is below this"
+        ),
         TableColumn("excludes", "bool", description="exclude, or only annotate"),
     ]
 )
@@ -404,23 +463,64 @@ def quality_issues(
         context.run.run_id,
         {f"flagged_{k}": v for k, v in per_issue.items()},
     )
-    sheet = issue_sheet(table, catalog, lake.read_rows, ISSUES, exclude)
     return MaterializeResult(
-        metadata={
+        metadata=_issue_pictures(lake, table, catalog, scores, limits, exclude)
+        | {
+            "flagged_by_issue": presentation_table(
+                pd.DataFrame(
+                    [
+                        {
+                            "issue": name,
+                            "flagged": per_issue[name],
+                            "threshold": limits[name],
+                            "action": "excludes" if name in exclude else "annotates",
+                            "what it means": issue.description,
+                        }
+                        for name, issue in REGISTRY.items()
+                    ]
+                )
+            ),
+            **{f"flagged_{k}": v for k, v in per_issue.items()},
             "images": len(catalog),
-            "flagged_by_issue": MetadataValue.json(per_issue),
-            "excluding_issues": MetadataValue.json(sorted(exclude)),
-            "annotating_issues": MetadataValue.json(sorted(set(ISSUES) - set(exclude))),
-            "thresholds": MetadataValue.json(limits),
-            "issues": MetadataValue.md(
-                "\n".join(f"- **{name}**: {issue.description}" for name, issue in REGISTRY.items())
-            ),
-            "flagged_samples": MetadataValue.md(
-                markdown_image(sheet, "flagged images") if sheet else "no image flagged"
-            ),
             "dagster/row_count": len(table),
         }
     )
+
+
+def _issue_pictures(
+    lake: LakeResource,
+    table: pd.DataFrame,
+    catalog: pd.DataFrame,
+    scores: pd.DataFrame,
+    limits: dict[str, float],
+    exclude: list[str],
+) -> dict:
+    """Per issue, up to 16 flagged images (lowest scores first) at 96 px with id and score; for
+    an issue nothing is flagged for, the 8 lowest-scoring images, to judge the threshold by."""
+    out = {}
+    for name in ISSUES:
+        action = "excludes" if name in exclude else "annotates"
+        flagged = table[table["issue"] == name].sort_values("score").head(16)
+        if len(flagged):
+            count = int((table["issue"] == name).sum())
+            title = f"{name}: {count} flagged ({action}), score below {limits[name]:g}"
+            rows = flagged
+        else:
+            rows = (
+                scores[scores["score"] == f"{name}_score"]
+                .nsmallest(8, "value")
+                .rename(columns={"score": "score_name", "value": "score"})
+            )
+            title = f"{name}: none flagged (threshold {limits[name]:g}); the lowest scores"
+        sheet = captioned_sheet(
+            rows[["image_id", "score"]],
+            catalog,
+            lake.read_rows,
+            title,
+            lambda r: [r.image_id[:12], f"score {r.score:.3f}"],
+        )
+        out[f"{name}_samples"] = picture(sheet, f"{name} samples", f"{name}: nothing to show")
+    return out
 
 
 # -- curated_images ------------------------------------------------------------------------------
@@ -645,13 +745,11 @@ def curated_images(
             ),
             "new_images_split": len(new_splits),
             "overrides_imported": imported,
-            "cross_split_duplicates": MetadataValue.md(
-                summary.cross_split[["image_id", "batch", "split", "group_id"]]
-                .head(20)
-                .to_markdown(index=False)
-                if len(summary.cross_split)
-                else "none"
-            ),
+            "cross_split_duplicates": presentation_table(
+                summary.cross_split[["image_id", "batch", "split", "group_id"]], limit=20
+            )
+            if len(summary.cross_split)
+            else "none",
         }
         | leaks.metadata
     )

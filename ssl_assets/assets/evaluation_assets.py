@@ -6,6 +6,7 @@ record results in DuckDB and the model registry. Test accuracy is reported every
 used to decide. Where networks run comes from the `compute` resource.
 """
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -32,10 +33,12 @@ from quality.suites import model_metrics_suite, probes_suite
 from quality.verdict import Verdict
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
-from resources.settings import ComputeResource, ImageSpecResource
+from resources.settings import ComputeResource, ImageSpecResource, TrackingResource
 from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.ml.evaluate.labeled import SPLITS, LabeledSplits
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
+from ssl_assets.presentation import link, numbers, picture
+from ssl_assets.presentation import table as presentation_table
 from ssl_assets.profiles import Profile
 from ssl_assets.refusals import refused
 
@@ -135,16 +138,41 @@ def image_embeddings(
 # -- probes --------------------------------------------------------------------------------------
 
 
-class ProbesConfig(Config):
-    """Label budgets as `fraction:min_per_class` of the labeled train images, comma-separated."""
+class LabelBudgetConfig(Config):
+    """One label budget: a share of each class's labeled train images, at least k of them."""
 
-    budgets: str = Field(default="0.05:2,0.25:2,1.0:1", description="fraction:k per class, ...")
-    seeds: int | None = Field(default=None, description="label draws; None: the profile's")
-    scratch_max_seconds: float | None = Field(
-        default=None,
-        description="the scratch baseline trains for the SSL encoder's wall time, at most this "
-        "(None: the profile's scratch_max_seconds)",
+    fraction: float = Field(description="Share of each class's labeled train images, 0 to 1.")
+    min_per_class: int = Field(default=1, description="At least this many images per class.")
+
+
+class ProbesConfig(Config):
+    """Label budgets (each a fraction of the labeled train images with at least
+    min_per_class per class), label draws, and the scratch baseline's step budget."""
+
+    budgets: list[LabelBudgetConfig] = Field(
+        default=[
+            {"fraction": 0.05, "min_per_class": 2},
+            {"fraction": 0.25, "min_per_class": 2},
+            {"fraction": 1.0, "min_per_class": 1},
+        ],
+        description="The label budgets of the label-efficiency table, smallest first.",
     )
+    seeds: int | None = Field(default=None, description="label draws; None: the profile's")
+    scratch_steps: int | None = Field(
+        default=None,
+        description="Optimizer steps of the from-scratch baseline at every budget and seed "
+        "(None: the profile's scratch_steps). Steps, not seconds, so results repeat on a busy "
+        "machine; its seconds are reported beside.",
+    )
+
+
+def _budgets(config: ProbesConfig) -> list:
+    """The configured budgets as `LabelBudget`s (a default arrives as plain dicts)."""
+    from ssl_assets.ml.evaluate.budgets import LabelBudget
+
+    specs = [b if isinstance(b, dict) else b.model_dump() for b in config.budgets]
+    with refused():
+        return [LabelBudget(float(b["fraction"]), int(b.get("min_per_class", 1))) for b in specs]
 
 
 PROBE_COLUMNS = [
@@ -163,9 +191,14 @@ PROBE_COLUMNS = [
 PROBES_SCHEMA = TableSchema(
     columns=[
         TableColumn("model_id", "string", description="the SSL encoder evaluated"),
-        TableColumn("budget", "string", description="fraction of labels, k per class"),
+        TableColumn("budget", "string", description="share of labels, at least k per class"),
         TableColumn("n_labels", "int"),
-        TableColumn("method", "string", description="ssl|random|scratch / probe"),
+        TableColumn(
+            "method",
+            "string",
+            description="the features (ssl, random or scratch), then the probe (linear, knn or "
+            "supervised)",
+        ),
         TableColumn("seed", "int", description="label draw"),
         TableColumn("accuracy", "float", description="test accuracy"),
         TableColumn("val_accuracy", "float", description="used for model choice"),
@@ -186,20 +219,17 @@ def _label_efficiency(
     data: LabeledSplits,
 ):
     """The label-efficiency table: SSL and random-init features probed per budget and seed,
-    beside the scratch baseline; returns (table, scratch config, SSL wall seconds)."""
+    beside the scratch baseline trained for a fixed number of steps; returns (table, steps)."""
     from ssl_assets.ml.encoder_io import build_from_meta
-    from ssl_assets.ml.evaluate.budgets import parse_budgets
-    from ssl_assets.ml.evaluate.efficiency import ScratchConfig, label_efficiency, ssl_wall_time
+    from ssl_assets.ml.evaluate.efficiency import ScratchConfig, label_efficiency
     from ssl_assets.ml.evaluate.features import embed_images
 
     random_encoder = build_from_meta(meta)
-    cap = config.scratch_max_seconds or profile.scratch_max_seconds
-    wall = ssl_wall_time(meta)
     scratch = ScratchConfig(
         backbone=meta["backbone"],
         backbone_kwargs=meta.get("backbone_kwargs", {}),
-        time_budget_s=min(wall, cap) if wall > 0 else cap,
-        epochs=10_000,
+        max_steps=config.scratch_steps or profile.scratch_steps,
+        epochs=10_000,  # the step budget decides
         device=compute.torch_device(),
     )
     table = label_efficiency(
@@ -210,7 +240,7 @@ def _label_efficiency(
             ),
         },
         tuple(data.labels[s] for s in SPLITS),
-        parse_budgets([tuple(float(x) for x in b.split(":")) for b in config.budgets.split(",")]),
+        _budgets(config),
         seeds=range(config.seeds or profile.eval_seeds),
         num_classes=len(data.class_names),
         scratch=scratch,
@@ -220,7 +250,54 @@ def _label_efficiency(
             f"{r['budget']} seed {r['seed']} {r['method']}: test accuracy {r['accuracy']:.3f}"
         ),
     )
-    return table, scratch, wall
+    return table, scratch.max_steps
+
+
+def _probes_metadata(
+    lake: LakeResource, model_id: str, meta: dict, table: pd.DataFrame, steps: int
+) -> dict:
+    """The curve (named, first), the label-efficiency table one row per budget (inline in the
+    UI), and each method's mean test accuracy per budget as a number with a stable key (the
+    Plots tab draws it across materializations)."""
+    from ssl_assets.ml.evaluate.efficiency import (
+        efficiency_wide,
+        plot_label_efficiency,
+        ssl_wall_time,
+        summarise,
+    )
+
+    summary = summarise(table)
+    png_path = lake.report_path(f"label_efficiency_{model_id}.png")
+    plot_label_efficiency(table, png_path, title=f"label efficiency of {model_id}")
+    wide = efficiency_wide(summary)
+    smallest = summary.sort_values("n_labels").iloc[0]["budget"]
+    at_smallest = summary[summary["budget"] == smallest].set_index("method")["accuracy_mean"]
+    scratch = table[table["method"] == "scratch/supervised"]
+    return {
+        "label_efficiency_curve": picture(png_path.read_bytes(), "label efficiency curve"),
+        "label_efficiency": presentation_table(
+            wide,
+            {
+                "labels": "labeled train images used (mean over draws)",
+                **{m: "test accuracy, mean ± std over label draws" for m in wide.columns[2:]},
+            },
+        ),
+        **numbers(
+            {f"{r.method} accuracy @ {r.budget}": r.accuracy_mean for r in summary.itertuples()}
+        ),
+        **numbers(
+            {
+                f"ssl/linear minus scratch @ {smallest}": at_smallest.get("ssl/linear", np.nan)
+                - at_smallest.get("scratch/supervised", np.nan),
+                "scratch_steps": steps,
+                "scratch_seconds (mean per run)": scratch["train_seconds"].mean(),
+                "ssl_train_seconds": ssl_wall_time(meta),
+            }
+        ),
+        "model_id": model_id,
+        "curve_png": MetadataValue.path(str(png_path)),
+        "dagster/row_count": len(table),
+    }
 
 
 @asset(
@@ -251,14 +328,15 @@ def probes(
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Linear and weighted-kNN probes on frozen features, per label budget and seed (model
     choices on val, scored on test), beside a randomly initialised encoder's features and the
-    same backbone trained from scratch on the same labels for the same wall time."""
+    same backbone trained from scratch on the same labels for a fixed number of optimizer
+    steps (its seconds reported beside)."""
     from ssl_assets.ml.encoder_io import load_encoder
-    from ssl_assets.ml.evaluate.efficiency import plot_label_efficiency, summarise
+    from ssl_assets.ml.evaluate.efficiency import summarise
 
     model_id = _latest_encoder(metadata)["model_id"]
     _, meta = load_encoder(lake.model_dir(model_id))
     data = _labeled(metadata, lake, image_spec.version)
-    table, scratch, wall = _label_efficiency(
+    table, steps = _label_efficiency(
         context, config, lake, metadata, compute, profile, model_id, meta, data
     )
     rows = table[[c for c in PROBE_COLUMNS if c in table.columns]]
@@ -266,24 +344,9 @@ def probes(
         model_id, rows.assign(model_id=model_id, run_id=context.run.run_id, recorded_at=utcnow())
     )
     summary = summarise(table)
-    png_path = lake.report_path(f"label_efficiency_{model_id}.png")
-    plot_label_efficiency(table, png_path, title=model_id)
     headline = {f"{r.method}@{r.budget}": float(r.accuracy_mean) for r in summary.itertuples()}
     metadata.record_metrics("probes", model_id, context.run.run_id, headline)
-    yield MaterializeResult(
-        metadata={
-            "model_id": model_id,
-            "scratch_seconds": round(scratch.time_budget_s or 0.0, 2),
-            "ssl_wall_seconds": round(wall, 2),
-            "label_efficiency": MetadataValue.md(
-                summary[["budget", "n_labels", "method", "accuracy", "seeds"]].to_markdown(
-                    index=False, floatfmt=".1f"
-                )
-            ),
-            "curve": MetadataValue.md(markdown_image(png_path.read_bytes(), "label efficiency")),
-            "dagster/row_count": len(rows),
-        }
-    )
+    yield MaterializeResult(metadata=_probes_metadata(lake, model_id, meta, table, steps))
     verdict = suite_verdict(
         metadata.probes(model_id),
         check_name="probes_suite",
@@ -451,6 +514,110 @@ def _save_and_register(
     return model_id
 
 
+def _finetuned_metadata(
+    lake: LakeResource,
+    model_id: str,
+    encoder_id: str,
+    config: FinetuneAssetConfig,
+    result,
+    report: dict,
+    beside: pd.DataFrame,
+) -> dict:
+    """The curves (named, first), the test result with its interval, per class, per subgroup
+    beside the bias audit and under corruptions (tables, inline in the UI), and the headline
+    numbers under stable keys."""
+    from ssl_assets.ml.evaluate.model_card import metrics_rows, per_class_rows, robustness_rows
+    from ssl_assets.ml.report import FINETUNE_CURVE_KEYS, training_curves_png
+
+    log = result.log.summary()
+    training = {k: log.get(k) for k in ("epochs", "steps", "train_seconds", "best_epoch")}
+    curves = training_curves_png(result.log.history, FINETUNE_CURVE_KEYS)
+    return {
+        "training_curves": picture(curves, "fine-tuning curves", "no epochs"),
+        "test_result": presentation_table(pd.DataFrame(metrics_rows(report))),
+        "per_class": presentation_table(pd.DataFrame(per_class_rows(report))),
+        "subgroups_beside_bias_audit": presentation_table(beside)
+        if len(beside)
+        else "no subgroup attributes on the test images (metadata.csv)",
+        "robustness": presentation_table(pd.DataFrame(robustness_rows(report))),
+        **numbers(
+            {
+                "test_accuracy": report.get("accuracy"),
+                "ece": report.get("ece"),
+                "val_accuracy": log.get("best_val_accuracy"),
+                "max_subgroup_gap": report.get("max_subgroup_gap"),
+                "mean_corrupted_accuracy": (report.get("robustness") or {}).get(
+                    "mean_corrupted_accuracy"
+                ),
+                **training,
+            }
+        ),
+        "stop_reason": str(log.get("stop_reason")),
+        "model_id": model_id,
+        "encoder": encoder_id,
+        "strategy": config.strategy,
+        "path": lake.model_rel(model_id),
+    }
+
+
+def _track_finetune(
+    tracking: TrackingResource,
+    lake: LakeResource,
+    model_id: str,
+    encoder_id: str,
+    cfg,
+    result,
+    report: dict,
+    context: AssetExecutionContext,
+) -> dict:
+    """Write the candidate's model card, log the run to MLflow (params, per-epoch loss and val
+    accuracy, curves, the card) and return the metadata that links to it."""
+    from ssl_assets.ml.evaluate.model_card import (
+        metrics_rows,
+        per_class_rows,
+        robustness_rows,
+        subgroup_rows,
+        write_model_card,
+    )
+    from ssl_assets.ml.report import FINETUNE_CURVE_KEYS, training_curves_png
+
+    card = write_model_card(
+        lake.model_dir(model_id),
+        {
+            "title": f"ssl-assets candidate {model_id}",
+            "summary": f"A candidate classifier: encoder {encoder_id} fine-tuned "
+            f"({cfg.strategy}), awaiting the champion comparison (champion_model rewrites "
+            "this card when it is promoted).",
+            "metrics": metrics_rows(report),
+            "per_class": per_class_rows(report),
+            "subgroups": subgroup_rows(report),
+            "robustness": robustness_rows(report),
+        },
+    )
+    log = result.log.summary()
+    tracked, why_not = tracking.log(
+        str(lake.root_path),
+        model_id,
+        tags={
+            "dagster_run_id": context.run.run_id,
+            "asset": "finetuned_model",
+            "model_id": model_id,
+            "encoder": encoder_id,
+        },
+        params={**dataclasses.asdict(cfg), "encoder": encoder_id},
+        epochs=result.log.history,
+        summary={**log, "test_accuracy": report.get("accuracy"), "ece": report.get("ece")},
+        artifacts={
+            "training_curves.png": training_curves_png(result.log.history, FINETUNE_CURVE_KEYS)
+            or b"",
+            "card": card,
+        },
+    )
+    if tracked is None:
+        return {"mlflow": why_not}
+    return {"mlflow_run": link(tracked.link), "mlflow_run_id": tracked.run_id}
+
+
 @asset(
     deps=["ssl_encoder"],
     group_name="evaluation",
@@ -475,6 +642,7 @@ def finetuned_model(
     image_spec: ImageSpecResource,
     compute: ComputeResource,
     profile: Profile,
+    tracking: TrackingResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """The newest encoder fine-tuned with a linear head on the labeled train split (early
     stopping on val; full, partial or LoRA), with test accuracy, per-class and per-subgroup
@@ -499,24 +667,11 @@ def finetuned_model(
         start,
     )
     beside = subgroups_beside(report.get("subgroups") or {}, metadata.latest_bias_shares())
+    source = encoder_id or (start or {}).get("source")  # the encoder, or a pretrained start
+    shown = _finetuned_metadata(lake, model_id, source, config, result, report, beside)
     yield MaterializeResult(
-        metadata={
-            "model_id": model_id,
-            "encoder": encoder_id or (start or {}).get("source"),
-            "strategy": config.strategy,
-            "test_accuracy": float(report.get("accuracy", float("nan"))),
-            "ece": float(report.get("ece", float("nan"))),
-            "per_class_accuracy": MetadataValue.json(report.get("per_class_accuracy", {})),
-            "subgroups": MetadataValue.json(report.get("subgroups", {})),
-            "subgroups_beside_bias_audit": MetadataValue.md(
-                beside.to_markdown(index=False)
-                if len(beside)
-                else "no subgroup attributes on the test images (metadata.csv)"
-            ),
-            "robustness": MetadataValue.json(report.get("robustness") or {}),
-            "training": MetadataValue.json(result.log.summary()),
-            "path": lake.model_rel(model_id),
-        }
+        metadata=shown
+        | _track_finetune(tracking, lake, model_id, source, cfg, result, report, context)
     )
     verdict = suite_verdict(
         flat_metrics(report),
@@ -661,7 +816,7 @@ def champion_model(
     else:
         metadata.refuse_challenger(challenger_id, champion_id, reasons, run_id, scores)
     yield MaterializeResult(
-        metadata=_decision_metadata(lake, metadata, decision, reasons, challenger_id, previous)
+        metadata=_decision_metadata(lake, metadata, decision, reasons, challenger_row, previous)
         | {"promoted": same or decision.promote}
     )
     for check_name, rule in CHAMPION_RULES.items():
@@ -671,7 +826,7 @@ def champion_model(
             metric=None,
             value=None,
             description=decision.rule_reasons.get(rule, reasons[0]),
-            details={"challenger": challenger_id, "reasons": reasons},
+            details={"challenger": challenger_id, **_rule_details(decision, rule)},
         )
         yield record_check(
             metadata, "champion_model", verdict, partition=challenger_id, run_id=run_id
@@ -691,44 +846,98 @@ def _export_champion(context: AssetExecutionContext, lake: LakeResource, row: pd
     context.log.info(f"champion {row['model_id']} exported to ONNX: {lake.recorded(path)}")
 
 
+def _rule_details(decision, rule: str) -> dict:
+    """What a person needs beside a champion check to see why: the interval and tolerance and
+    both accuracies, the subgroup gap and its bound, or the collapse verdict."""
+    from ssl_assets.presentation import plain
+
+    policy, boot = decision.policy, decision.bootstrap
+    if rule == "not_worse":
+        details = {
+            "challenger_val_accuracy": decision.challenger_val_accuracy,
+            "champion_val_accuracy": decision.champion_val_accuracy,
+            "tolerance": policy.tolerance,
+        }
+        if boot is not None:
+            details |= {
+                "difference": boot.mean_diff,
+                "interval_low": boot.low,
+                "interval_high": boot.high,
+                "confidence": boot.confidence,
+                "resamples": boot.n_resamples,
+            }
+    elif rule == "subgroup_gap":
+        details = {
+            "largest_subgroup_gap": decision.challenger_subgroup_gap,
+            "max_subgroup_gap": policy.max_subgroup_gap,
+        }
+    else:
+        details = {"encoder_passed": bool(decision.checks.get(rule, True))}
+    return {k: plain(v) for k, v in details.items() if v is not None}
+
+
 def _decision_metadata(
     lake: LakeResource,
     metadata: MetadataStore,
     decision,
     reasons: list[str],
-    challenger_id: str,
+    challenger_row: pd.Series,
     previous: str | None,
 ) -> dict:
-    """The decision as the UI shows it, and the champion's model card (written beside it)."""
-    from ssl_assets.ml.evaluate.model_card import card_info, write_model_card
+    """The decision as a table (inline in the UI) with its numbers under stable keys, the
+    reasons, and the champion's model card (written beside its weights)."""
+    from ssl_assets.ml.evaluate.metrics import accuracy_interval
+    from ssl_assets.ml.evaluate.model_card import decision_rows
 
-    champ_now = metadata.current_champion()
-    card_md = None
-    if champ_now is not None:
-        encoder = metadata.model(json.loads(champ_now["lineage"] or "{}").get("encoder"))
-        info = card_info(
-            champ_now,
-            json.loads(encoder["lineage"] or "{}") if encoder is not None else {},
-            metadata.curated_split_counts().to_dict("records"),
-            metadata.gate_counts().to_dict("records"),
-            reasons,
-        )
-        card_md = write_model_card(lake.model_path(champ_now["path"]), info).read_text()
+    report = json.loads(challenger_row["metrics"] or "{}")
     test_acc = decision.reported.get("test_accuracy")
+    interval = accuracy_interval(float(test_acc), int(report.get("n") or 0)) if test_acc else None
+    champ_now = metadata.current_champion()
+    own = champ_now is not None and champ_now["model_id"] == challenger_row["model_id"]
+    card_md = _model_card(lake, metadata, champ_now, decision if own else None, reasons)
+    boot = decision.bootstrap
     return {
-        "challenger": challenger_id,
+        "decision": presentation_table(pd.DataFrame(decision_rows(decision, interval))),
+        **numbers(
+            {
+                "challenger_val_accuracy": decision.challenger_val_accuracy,
+                "champion_val_accuracy": decision.champion_val_accuracy,
+                "val_difference_low": boot.low if boot else None,
+                "val_difference_high": boot.high if boot else None,
+                "tolerance": decision.policy.tolerance,
+                "challenger_test_accuracy": test_acc,
+                "challenger_test_low": interval[0] if interval else None,
+                "challenger_test_high": interval[1] if interval else None,
+            }
+        ),
+        "challenger": challenger_row["model_id"],
         "champion": champ_now["model_id"] if champ_now is not None else "none",
         "previous_champion": previous or "none",
-        "challenger_val_accuracy": float(decision.challenger_val_accuracy),
-        "champion_val_accuracy": float(decision.champion_val_accuracy)
-        if decision.champion_val_accuracy is not None
-        else float("nan"),
-        "challenger_test_accuracy (reported, not used)": float(test_acc)
-        if test_acc is not None
-        else float("nan"),
         "reasons": MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
         "model_card": MetadataValue.md(card_md) if card_md else "no champion yet",
     }
+
+
+def _model_card(lake: LakeResource, metadata: MetadataStore, champ_now, decision, reasons):
+    """Write the champion's model card beside its weights; returns its text (None: none)."""
+    from ssl_assets.ml.evaluate.efficiency import efficiency_wide, summarise
+    from ssl_assets.ml.evaluate.model_card import card_info, write_model_card
+
+    if champ_now is None:
+        return None
+    encoder_id = json.loads(champ_now["lineage"] or "{}").get("encoder")
+    encoder = metadata.model(encoder_id)
+    probes = metadata.probes(encoder_id) if encoder_id else pd.DataFrame()
+    info = card_info(
+        champ_now,
+        json.loads(encoder["lineage"] or "{}") if encoder is not None else {},
+        metadata.curated_split_counts().to_dict("records"),
+        metadata.gate_counts().to_dict("records"),
+        reasons,
+        decision=decision,
+        label_efficiency=efficiency_wide(summarise(probes)) if len(probes) else None,
+    )
+    return write_model_card(lake.model_path(champ_now["path"]), info).read_text()
 
 
 # -- embedding_audit -----------------------------------------------------------------------------
@@ -773,7 +982,7 @@ def embedding_audit(
         metadata={
             "model_id": model_id,
             "train_images": len(ids),
-            "trained_vs_pinned": MetadataValue.md(compare.to_markdown(index=False, floatfmt=".3f")),
+            "trained_vs_pinned": presentation_table(compare),
             "projection": MetadataValue.md(markdown_image(png, "trained-encoder projection")),
         }
     )

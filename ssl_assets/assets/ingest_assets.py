@@ -27,6 +27,7 @@ from ssl_assets.data.catalog import save_staged_catalog
 from ssl_assets.data.manifest import MANIFEST_COLUMNS, QUARANTINE_REASONS, scan_and_decode
 from ssl_assets.data.sidecars import read_attributes, read_labels
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS, batch_partitions
+from ssl_assets.presentation import table as presentation_table
 from ssl_assets.profiles import Profile
 
 MANIFEST_SCHEMA = TableSchema(
@@ -244,10 +245,8 @@ def _manifest_metadata(
         "quarantined_by_reason": MetadataValue.json(by_reason),
         "labels": len(labels),
         "attribute_values": len(attributes),
-        "rejected_csv_rows": MetadataValue.md(
-            rejects.to_markdown(index=False) if len(rejects) else "none"
-        ),
-        "quarantined_files": MetadataValue.md(
-            quarantined.head(20).to_markdown(index=False) if len(quarantined) else "none"
-        ),
+        "rejected_csv_rows": presentation_table(rejects, limit=20) if len(rejects) else "none",
+        "quarantined_files": presentation_table(quarantined, limit=20)
+        if len(quarantined)
+        else "none",
     }

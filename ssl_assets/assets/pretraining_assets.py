@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -34,11 +35,12 @@ from quality.gates import floors_verdict, record_check
 from quality.verdict import Verdict
 from resources.lake import LakeResource
 from resources.metadata import MetadataStore
-from resources.settings import ComputeResource, ImageSpecResource
-from ssl_assets.curation.contact_sheet import markdown_image
+from resources.settings import ComputeResource, ImageSpecResource, TrackingResource
 from ssl_assets.ml.report import training_curves_png
 from ssl_assets.ml.training_set import TrainingSet, training_set
 from ssl_assets.partitions import OWNERS
+from ssl_assets.presentation import link, numbers, picture
+from ssl_assets.presentation import table as presentation_table
 from ssl_assets.profiles import Profile
 from ssl_assets.provenance import code_version
 from ssl_assets.refusals import refused
@@ -54,19 +56,32 @@ class PretrainConfig(Config):
     method: str | None = Field(
         default=None,
         description="simclr | moco | byol | vicreg | dino | mae | hybrid | distill (a frozen "
-        'teacher, objective_json {"teacher": <init_from source>}) '
+        "teacher: objective {teacher: <init_from source>}) "
         "(None: the profile's pretrain_method)",
     )
-    objective_json: str = Field(
-        default="{}", description="objective keyword arguments as JSON (hybrid: components)"
+    objective: dict[str, Any] = Field(
+        default={},
+        description="Keyword arguments of the objective, e.g. temperature: 0.2; a hybrid "
+        "takes components: a list of method, weight and kwargs.",
     )
     backbone: str | None = Field(
         default=None,
         description="small_cnn | resnet18 | resnet50 | vit | auto (resnet50 on CUDA, resnet18 "
         "on CPU); None: the profile's pretrain_backbone",
     )
-    backbone_json: str = Field(default="{}", description="backbone keyword arguments as JSON")
-    epochs: int | None = Field(default=None, description="None: the profile's pretrain_epochs")
+    backbone_kwargs: dict[str, Any] = Field(
+        default={}, description="Keyword arguments of the backbone, e.g. width: 64."
+    )
+    max_steps: int | None = Field(
+        default=None,
+        description="The training budget in optimizer steps (None: the profile's "
+        "pretrain_steps). Steps, not seconds, so a busy machine trains the same model.",
+    )
+    epochs: int | None = Field(
+        default=None,
+        description="Train whole passes over the data instead of max_steps (None: the step "
+        "budget decides).",
+    )
     batch_size: int | None = Field(
         default=None, description="global batch; None: the profile's pretrain_batch_size"
     )
@@ -104,14 +119,17 @@ def _train_config(
 
     ranks = config.processes * config.accumulate
     batch = config.batch_size or profile.pretrain_batch_size
+    steps = config.max_steps or profile.pretrain_steps
     return TrainConfig(
         method=config.method or profile.pretrain_method,
-        objective=json.loads(config.objective_json),
+        objective=dict(config.objective),
         backbone=resolve_backbone_name(
             config.backbone or profile.pretrain_backbone, compute.torch_device()
         ),
-        backbone_kwargs=json.loads(config.backbone_json),
-        epochs=config.epochs or profile.pretrain_epochs,
+        backbone_kwargs=dict(config.backbone_kwargs),
+        # a step budget unless the run asks for whole epochs
+        epochs=config.epochs or TrainConfig.epochs,
+        max_steps=None if config.epochs and not config.max_steps else steps,
         # a global batch no larger than the data, divisible by ranks x accumulation steps
         batch_size=max(ranks, min(batch, n_train) // ranks * ranks),
         lr=config.lr,
@@ -220,7 +238,7 @@ def _start(
     lineage: dict = {"warm_start": None, "init_from": None, "teacher": None}
     if cfg.method == "distill":
         if not cfg.objective.get("teacher"):
-            raise Failure('method distill needs objective_json {"teacher": <init_from source>}')
+            raise Failure('method distill needs objective {"teacher": <init_from source>}')
         teacher = _resolve(str(cfg.objective["teacher"]), lake, metadata)
         cfg.objective.update(teacher=str(teacher.path), teacher_sha256=teacher.sha256)
         if teacher.backbone:  # a torchvision name's architecture, once it is only a path
@@ -320,6 +338,7 @@ def ssl_encoder(
     image_spec: ImageSpecResource,
     compute: ComputeResource,
     profile: Profile,
+    tracking: TrackingResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """A self-supervised encoder (SimCLR, MoCo v2, BYOL, VICReg, DINO or MAE) trained on the
     included train split of curated_images, from the decoded catalog arrays. Weights and config
@@ -350,23 +369,124 @@ def ssl_encoder(
         "run_id": context.run.run_id,
     }
     verdict, history = _register(context, config, lake, metadata, model_id, cfg, lineage)
-    curves = training_curves_png(history)
+    shown = _encoder_metadata(lake, model_id, cfg, config, history, reported, verdict)
     yield MaterializeResult(
-        metadata={
-            **reported,
-            "model_id": model_id,
-            "method": cfg.method,
-            "backbone": cfg.backbone,
+        metadata=shown
+        | _track(tracking, lake, model_id, cfg, lineage, history, shown, context.run.run_id)
+        | {
             "train_images": data.images,
-            "processes": config.processes,
             "epoch_reports": epoch_reports,
-            "weights": _weights_path(lake, model_id),
             "lineage": MetadataValue.json(lineage),
-            "curves": MetadataValue.md(markdown_image(curves, "training curves"))
-            if curves
-            else "no epochs recorded",
         }
     )
     yield record_check(
         metadata, "ssl_encoder", verdict, partition=model_id, run_id=context.run.run_id
     )
+
+
+def _track(
+    tracking: TrackingResource,
+    lake: LakeResource,
+    model_id: str,
+    cfg: Any,
+    lineage: dict,
+    history: list[dict],
+    shown: dict,
+    run_id: str,
+) -> dict:
+    """Log the run to MLflow (params, per-epoch metrics, curves and the encoder's model card)
+    and return the metadata that links to it."""
+    from ssl_assets.ml.evaluate.model_card import write_model_card
+
+    headline = {k: v for k, v in shown.items() if isinstance(v, int | float)}
+    card = write_model_card(
+        lake.model_dir(model_id),
+        {
+            "title": f"ssl-assets encoder {model_id}",
+            "summary": f"A {cfg.backbone} encoder pretrained with {cfg.method} for "
+            f"{headline.get('steps')} optimizer steps on {lineage['train_images']} curated, "
+            "unlabeled train images. It has no classification head: the fine-tuned models "
+            "and the probes built on it carry the evaluation.",
+            "data": {k: v for k, v in lineage.items() if k != "run_id"},
+            "training": headline,
+        },
+    )
+    tracked, why_not = tracking.log(
+        str(lake.root_path),
+        model_id,
+        tags={"dagster_run_id": run_id, "asset": "ssl_encoder", "model_id": model_id},
+        params=cfg.to_dict(),
+        epochs=history,
+        summary=headline,
+        artifacts={"training_curves.png": training_curves_png(history) or b"", "card": card},
+    )
+    if tracked is None:
+        return {"mlflow": why_not}
+    return {"mlflow_run": link(tracked.link), "mlflow_run_id": tracked.run_id}
+
+
+#: what the trainer reported that is worth a line in the UI (the rest: raw lists, absolute
+#: paths, unrounded floats, stays in encoder.json)
+REPORTED_KEPT = ("steps", "epochs_completed", "resumed_from_step", "world_size", "config_hash")
+#: per-epoch columns of the epochs table, in order
+EPOCH_COLUMNS = ("epoch", "step", "loss", "knn_accuracy", "effective_rank", "images_per_s", "lr")
+
+
+def _epochs_table(history: list[dict], rows: int = 12) -> pd.DataFrame:
+    """At most `rows` epochs, evenly spaced, the first and the last always among them."""
+    if not history:
+        return pd.DataFrame(columns=list(EPOCH_COLUMNS))
+    picks = sorted({round(i * (len(history) - 1) / max(rows - 1, 1)) for i in range(rows)})
+    frame = pd.DataFrame([history[i] for i in picks])
+    return frame[[c for c in EPOCH_COLUMNS if c in frame.columns]]
+
+
+def _encoder_metadata(
+    lake: LakeResource,
+    model_id: str,
+    cfg: Any,
+    config: PretrainConfig,
+    history: list[dict],
+    reported: dict,
+    verdict: Verdict,
+) -> dict:
+    """The curves (named, first), a one-row result table and a sampled per-epoch table (both
+    inline in the UI), the headline numbers under stable keys, and what identifies the run."""
+    final = history[-1] if history else {}
+    seconds = sum(float(h.get("train_seconds", 0.0)) for h in history)
+    std_ratio = float(final.get("embedding_std", 0.0)) / float(
+        final.get("embedding_std_reference", 1.0) or 1.0
+    )
+    headline = {
+        "steps": int(final.get("step", reported.get("steps", 0)) or 0),
+        "train_seconds": seconds,
+        "images_per_s": final.get("images_per_s"),
+        "final_loss": final.get("loss"),
+        "knn_accuracy": final.get("knn_accuracy"),
+        "embedding_std_ratio": std_ratio,
+        "effective_rank": final.get("effective_rank"),
+    }
+    result = pd.DataFrame(
+        [{**headline, "collapse_check": "passed" if verdict.passed else "FAILED"}]
+    )
+    return {
+        "training_curves": picture(training_curves_png(history), "training curves", "no epochs"),
+        "training": presentation_table(
+            result,
+            {
+                "steps": "optimizer steps (the budget)",
+                "train_seconds": "seconds spent in training steps",
+                "knn_accuracy": "online kNN accuracy on val (labeled images)",
+                "embedding_std_ratio": "std of normalised embeddings times sqrt(dim)",
+            },
+        ),
+        "epochs": presentation_table(_epochs_table(history)),
+        **numbers(headline),
+        "model_id": model_id,
+        "method": cfg.method,
+        "backbone": config.backbone,
+        "batch_size": cfg.batch_size,
+        "processes": config.processes,
+        "weights": _weights_path(lake, model_id),
+        **{k: reported[k] for k in REPORTED_KEPT if k in reported},
+    }

@@ -1,16 +1,23 @@
-"""Small PNG grids of images with captions, so a person can judge thresholds by eye in the UI."""
+"""PNG grids of images with captions, so a person can judge thresholds by eye in the UI.
+
+`pair_sheet` and `captioned_sheet` show every image at a size a person can judge (96 px by
+default, upscaled without smoothing so pixels stay pixels), each with the ids and the score
+that put it there, so a doubtful pair or flag can be looked up and overridden."""
 
 from __future__ import annotations
 
 import base64
 import io
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 CAPTION_HEIGHT = 12
+#: side of an image in the judging sheets, pixels
+JUDGE_CELL = 96
 
 
 def grid_png(
@@ -56,42 +63,89 @@ def _pixels_of(
     return {image_id: pixels[k] for k, image_id in enumerate(shown["image_id"])}
 
 
-def group_sheet(
-    groups: pd.DataFrame, catalog: pd.DataFrame, read_rows: ReadRows, limit: int = 6
+def _font(size: int = 11):
+    try:
+        return ImageFont.load_default(size=size)
+    except (OSError, TypeError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _tile(img: np.ndarray, cell: int) -> Image.Image:
+    return Image.fromarray(np.asarray(img, dtype=np.uint8)).resize(
+        (cell, cell), Image.Resampling.NEAREST
+    )
+
+
+def _sheet(
+    title: str, items: Sequence[tuple[list[np.ndarray], list[str]]], cell: int, per_row: int
 ) -> bytes:
-    """A few duplicate groups per tier, the kept image first, then its excluded copies."""
-    members = groups[groups["role"] == "member"]
-    picked: list[tuple[str, list[str]]] = []
-    for tier in ("exact", "near", "semantic", "aligned"):
-        for group_id, part in list(members[members["tier"] == tier].groupby("group_id"))[:2]:
-            picked.append((tier, [group_id, *part["image_id"].tolist()][:limit]))
-    pixels = _pixels_of(catalog, {i for _, ids in picked for i in ids}, read_rows)
-    rows = [
-        (f"{tier}: kept first, then excluded copies", [pixels[i] for i in ids if i in pixels])
-        for tier, ids in picked
-    ]
-    return grid_png(rows or [("no duplicate groups", [])])
+    """A titled grid of items, each one or more tiles side by side with caption lines below."""
+    font, line = _font(11), 13
+    tiles = max((len(t) for t, _ in items), default=1)
+    lines = max((len(c) for _, c in items), default=0)
+    item_w = tiles * cell + (tiles - 1) * 2
+    item_h = cell + lines * line + 8
+    cols = max(1, min(per_row, len(items)))
+    rows = max(1, -(-len(items) // cols))
+    width = max(cols * (item_w + 12) + 8, 360)
+    sheet = Image.new("RGB", (width, 24 + rows * item_h + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((6, 4), title, fill="black", font=_font(13))
+    for k, (images, captions) in enumerate(items):
+        x0 = 6 + (k % cols) * (item_w + 12)
+        y0 = 24 + (k // cols) * item_h
+        for j, img in enumerate(images):
+            sheet.paste(_tile(img, cell), (x0 + j * (cell + 2), y0))
+        for j, text in enumerate(captions):
+            draw.text((x0, y0 + cell + 2 + j * line), text, fill="black", font=font)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
-def issue_sheet(
-    table: pd.DataFrame,
+def pair_sheet(
+    pairs: pd.DataFrame,
     catalog: pd.DataFrame,
     read_rows: ReadRows,
-    issues: Sequence[str],
-    exclude: Sequence[str],
-    per_issue: int = 8,
+    title: str,
+    score_text: Callable[[float], str],
+    limit: int = 24,
+    cell: int = JUDGE_CELL,
+    per_row: int = 4,
 ) -> bytes | None:
-    """Up to `per_issue` flagged images per quality issue, captioned with what the flag does."""
-    if table.empty:
+    """Up to `limit` duplicate pairs (columns image_id, other_id, score), each the two images
+    side by side captioned with both ids and the score; None when there is none."""
+    shown = pairs.head(limit)
+    if shown.empty:
         return None
-    pixels = _pixels_of(catalog, set(table["image_id"]), read_rows)
-    rows = []
-    for issue in issues:
-        ids = table.loc[table["issue"] == issue, "image_id"].head(per_issue)
-        if len(ids):
-            action = "excludes" if issue in exclude else "annotates"
-            rows.append((f"{issue} ({action})", [pixels[i] for i in ids]))
-    return grid_png(rows) if rows else None
+    wanted = set(shown["image_id"]) | set(shown["other_id"])
+    pixels = _pixels_of(catalog, wanted, read_rows)
+    items = [
+        (
+            [pixels[p.image_id], pixels[p.other_id]],
+            [f"{p.image_id[:12]}", f"{p.other_id[:12]}", score_text(float(p.score))],
+        )
+        for p in shown.itertuples()
+        if p.image_id in pixels and p.other_id in pixels
+    ]
+    return _sheet(title, items, cell, per_row) if items else None
+
+
+def captioned_sheet(
+    rows: pd.DataFrame,
+    catalog: pd.DataFrame,
+    read_rows: ReadRows,
+    title: str,
+    caption: Callable[[Any], list[str]],
+    cell: int = JUDGE_CELL,
+    per_row: int = 8,
+) -> bytes | None:
+    """One tile per row (column image_id), captioned by `caption(row)`; None when empty."""
+    if rows.empty:
+        return None
+    pixels = _pixels_of(catalog, set(rows["image_id"]), read_rows)
+    items = [([pixels[r.image_id]], caption(r)) for r in rows.itertuples() if r.image_id in pixels]
+    return _sheet(title, items, cell, per_row) if items else None
 
 
 PairTile = tuple[Sequence[str], np.ndarray, np.ndarray]

@@ -7,11 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 CURVE_KEYS = ("loss", "embedding_std", "effective_rank", "knn_accuracy")
+#: fine-tuning's per-epoch record (`supervised.TrainLog.history`)
+FINETUNE_CURVE_KEYS = ("loss", "val_loss", "val_accuracy")
 
 
-def training_curves_png(history: Sequence[dict[str, Any]]) -> bytes | None:
-    """One small panel per monitored quantity (loss, collapse indicators, online kNN accuracy)
-    over epochs; None when nothing was recorded."""
+def training_curves_png(
+    history: Sequence[dict[str, Any]], keys: Sequence[str] = CURVE_KEYS
+) -> bytes | None:
+    """One small panel per monitored quantity (by default loss, collapse indicators, online
+    kNN accuracy) over epochs; None when nothing was recorded."""
     if not history:
         return None
     import matplotlib
@@ -19,7 +23,9 @@ def training_curves_png(history: Sequence[dict[str, Any]]) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in CURVE_KEYS if k in history[0]]
+    keys = [k for k in keys if k in history[0]]
+    if not keys:
+        return None
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6))
     axes = [axes] if len(keys) == 1 else list(axes)
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]

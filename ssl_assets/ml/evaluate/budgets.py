@@ -34,8 +34,9 @@ class LabelBudget:
 
     @property
     def name(self) -> str:
-        """Stable label for tables and plots, e.g. `10%|k>=5`."""
-        return f"{self.fraction * 100:g}%|k>={self.min_per_class}"
+        """Stable label for tables, plots and metadata keys, e.g. `10% (k≥5)`: no `|`, which
+        would split a markdown table's cells, and no `<`/`>`, which a UI may read as HTML."""
+        return f"{self.fraction * 100:g}% (k≥{self.min_per_class})"
 
     def per_class(self, n_class: int) -> int:
         """How many of a class's `n_class` images this budget takes."""

@@ -6,10 +6,13 @@ SSL encoder's frozen features are compared with two baselines on the *same* labe
 
 - a randomly initialised encoder of the same architecture (frozen, probed the same way): what
   the architecture gives for free, so the gap above it is what pre-training learnt;
-- the same backbone trained from scratch with cross-entropy on the subset, for the same wall
-  time as the SSL run by default (`ScratchConfig.time_budget_s`; see `ssl_wall_time`), with
-  simple crops/flips: what spending the compute on the labels alone gives. Its loss trace is
-  recorded (`loss_start`, `loss_end`) so a table can show it really trained.
+- the same backbone trained from scratch with cross-entropy on the subset, with simple
+  crops/flips, for a fixed number of optimizer steps (`ScratchConfig.max_steps`; the pipeline
+  takes it from the profile): what spending compute on the labels alone gives. Steps, not
+  seconds, so the baseline computes the same thing on a busy machine as on a quiet one; its
+  seconds are recorded beside (`train_seconds`; `ssl_wall_time` gives the SSL run's), and so is
+  its loss trace (`loss_start`, `loss_end`), so a table can show it really trained.
+  (`time_budget_s` still bounds it by wall time where equal seconds are the point.)
 
 Probe hyper-parameters are chosen on the full val split, the test split is scored once per
 (budget, seed, method). The result is a long table `(budget, n_labels, method, seed,
@@ -67,8 +70,9 @@ TABLE_COLUMNS = [
 @dataclass
 class ScratchConfig(SupervisedConfig):
     """The from-scratch supervised baseline: `backbone` / `backbone_kwargs` as the SSL encoder,
-    `time_budget_s` its wall time (training-step seconds; None: `epochs` decides). No early
-    stopping by default (the point is equal compute); the best val epoch is kept."""
+    `max_steps` its optimizer steps (or `time_budget_s` its training-step seconds; with neither,
+    `epochs` decides). No early stopping by default (the point is a fixed amount of training);
+    the best val epoch is kept."""
 
     backbone: str = "small_cnn"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -182,7 +186,7 @@ def label_efficiency(
                     )
             if scratch is not None and images is not None:
                 i_train, i_val, i_test = images
-                cfg = _with_seed(scratch, seed)
+                cfg = _for_draw(scratch, seed, idx.size)
                 model, log = train_scratch_baseline(
                     np.asarray(i_train)[idx],
                     train_y[idx],
@@ -214,8 +218,20 @@ def label_efficiency(
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def _with_seed(cfg: ScratchConfig, seed: int) -> ScratchConfig:
-    return dataclasses.replace(cfg, seed=int(seed))
+#: val passes of a scratch run bounded by `max_steps` (evenly spaced; the best is kept)
+SCRATCH_VAL_PASSES = 10
+
+
+def _for_draw(cfg: ScratchConfig, seed: int, n_labels: int) -> ScratchConfig:
+    """The scratch config of one label draw: seeded by it, and with a step budget, validated
+    about `SCRATCH_VAL_PASSES` times however few labels make an epoch (21 labels are one step
+    per epoch: a val pass after each would cost more than the training)."""
+    val_every = cfg.val_every
+    if cfg.max_steps is not None:
+        steps_per_epoch = max(1, n_labels // min(cfg.batch_size, max(n_labels, 2)))
+        epochs = -(-cfg.max_steps // steps_per_epoch)
+        val_every = max(1, epochs // SCRATCH_VAL_PASSES)
+    return dataclasses.replace(cfg, seed=int(seed), val_every=val_every)
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
@@ -233,6 +249,22 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
         f"{m:.3f} ± {s:.3f}" for m, s in zip(out["accuracy_mean"], out["accuracy_std"], strict=True)
     ]
     return out
+
+
+def efficiency_wide(summary: pd.DataFrame) -> pd.DataFrame:
+    """`summarise`'s output one row per budget (smallest first): the budget, its labels and one
+    column per method holding "mean ± std" test accuracy, SSL methods first."""
+    order = summary.sort_values(["n_labels", "fraction"])["budget"].drop_duplicates().tolist()
+    methods = sorted(
+        summary["method"].unique(), key=lambda m: (not str(m).startswith("ssl"), str(m))
+    )
+    rows = []
+    for budget in order:
+        part = summary[summary["budget"] == budget].set_index("method")
+        row: dict[str, Any] = {"budget": budget, "labels": int(round(part["n_labels"].mean()))}
+        row.update({m: part["accuracy"].get(m, "") for m in methods})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["budget", "labels", *methods])
 
 
 _FAMILY_COLOURS = {"ssl": "tab:blue", "scratch": "tab:red", "random": "tab:gray"}

@@ -87,6 +87,9 @@ class SupervisedConfig:
     `max_steps` stop earlier when set. `patience`: stop after that many epochs without a val
     improvement (None: never stop early). `restore_best`: end with the weights of the best val
     epoch. `backbone_lr_scale` multiplies `lr` for encoder parameters (the head uses `lr`).
+    `val_every`: validate every that many epochs (and after the last): with a few dozen
+    labels an epoch is one step, and a val pass after every step would cost more than the
+    training.
     """
 
     epochs: int = 30
@@ -104,10 +107,11 @@ class SupervisedConfig:
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 256
+    val_every: int = 1
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("epochs must be >= 1 and batch_size >= 2")
+        if self.epochs < 1 or self.batch_size < 2 or self.val_every < 1:
+            raise ValueError("epochs must be >= 1, batch_size >= 2 and val_every >= 1")
         self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
 
 
@@ -273,13 +277,18 @@ def train_classifier(
             log.step_losses.append(value)
             epoch_losses.append(value)
             log.train_seconds += time.perf_counter() - t0
+        last = (
+            stop is not None
+            or epoch == cfg.epochs - 1
+            or (cfg.max_steps is not None and log.steps >= cfg.max_steps)
+        )
         if epoch_losses:
             record: dict[str, float] = {
                 "epoch": float(epoch),
                 "loss": float(np.mean(epoch_losses)),
                 "train_seconds": log.train_seconds,
             }
-            if has_val:
+            if has_val and ((epoch + 1) % cfg.val_every == 0 or last):
                 acc, vloss = _val_pass(model, val_images, val_y, cfg.eval_batch_size)  # type: ignore[arg-type]
                 record.update(val_accuracy=acc, val_loss=vloss)
                 key = (acc, -vloss)
