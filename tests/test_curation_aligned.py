@@ -22,8 +22,9 @@ from ssl_assets.assets.curation_assets import (
 from ssl_assets.assets.ingest_assets import raw_images
 from ssl_assets.curation.aligned import AlignSettings, aligned_scores, verified
 from ssl_assets.curation.dedup import DedupConfig, find_edges
-from ssl_assets.curation.hashing import phash64, pixel_hash
+from ssl_assets.curation.hashing import phash64
 from ssl_assets.curation.semantic import pinned_embed
+from ssl_assets.data.canonical import pixel_hash
 from ssl_assets.data.manifest import image_id_for
 from tests.factories import add_partitions, resources_for
 
