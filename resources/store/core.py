@@ -61,6 +61,10 @@ TABLES = frozenset(
         "image_embeddings",
         "probes",
         "promotions",
+        # 006_monitoring.sql
+        "batch_drift",
+        "batch_scores",
+        "retrain_decisions",
     }
 )
 _MIGRATED: set[str] = set()
