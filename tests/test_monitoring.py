@@ -202,3 +202,34 @@ def test_labels_the_champion_gets_wrong_are_decay_and_trigger_a_retrain(champion
     decision = store.retrain_decisions().iloc[-1]
     assert decision["retrain"] and json.loads(decision["triggers"]) == ["decay"]
     assert "decay: batch relabeled" in decision["reason"]
+
+
+def test_a_retrain_warm_starts_from_the_champion_and_replays_a_stated_share(
+    champion_lake, tmp_path
+):
+    root = tmp_path / "lake"
+    shutil.copytree(champion_lake, root)
+    lake = LakeResource(root=str(root))
+    store = MetadataStore(path=str(lake.metadata_path))
+    land(lake, "later", range(2000, 2000 + SECOND_BATCH), invert=True)
+    encoder = store.current_champion("encoder")
+    assets = {a.key.to_user_string(): a for a in defs.assets if hasattr(a, "key")}
+    with DagsterInstance.ephemeral() as instance:
+        ingest_and_curate(lake, store, instance, "later")
+        new_train = store.retrain_inputs()["new_since_last_encoder"]
+        assert materialize(
+            [assets["ssl_encoder"]],
+            instance=instance,
+            resources=resources_for(lake, store),
+            run_config={
+                "ops": {"ssl_encoder": {"config": {"epochs": 1, "replay_share": 0.5}}},
+                **QUIET,
+            },
+        ).success
+    newest = store.latest_usable_encoder()
+    lineage = json.loads(newest["lineage"])
+    assert lineage["warm_start"] == encoder["model_id"]
+    replay = lineage["replay"]
+    assert replay["replay_share"] == 0.5 and replay["new_images"] == new_train
+    assert replay["replayed_images"] == new_train < replay["earlier_images"]
+    assert lineage["train_images"] == 2 * new_train

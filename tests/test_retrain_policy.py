@@ -72,3 +72,29 @@ def test_without_an_encoder_only_the_count_decides_and_missing_records_are_said(
     gap = retrain_decision(1000, 5, has_encoder=True, min_new_images=200, unmonitored=["b9"])
     assert not gap.retrain and "no monitoring record for b9" in gap.reason
 
+
+def test_replay_keeps_every_new_image_and_a_stated_share_of_earlier_ones():
+    import pandas as pd
+    import pytest
+
+    from ssl_assets.ml.training_set import replay_mix
+
+    rows = pd.DataFrame(
+        {
+            "image_id": [f"old{i}" for i in range(40)] + [f"new{i}" for i in range(10)] + ["v"],
+            "split": ["train"] * 50 + ["val"],
+        }
+    )
+    earlier = {f"old{i}" for i in range(40)} | {"v"}
+    whole, info = replay_mix(rows, earlier, None)
+    assert len(whole) == 51 and info["realised_share"] == pytest.approx(0.8)
+    half, info = replay_mix(rows, earlier, 0.5, seed=3)
+    kept = set(half["image_id"])
+    assert {f"new{i}" for i in range(10)} | {"v"} <= kept  # new images and val untouched
+    assert info["replayed_images"] == 10 and info["realised_share"] == 0.5
+    assert set(replay_mix(rows, earlier, 0.5, seed=3)[0]["image_id"]) == kept  # seeded
+    assert set(replay_mix(rows, earlier, 0.0)[0]["image_id"]) == kept - {
+        i for i in kept if i.startswith("old")
+    }
+    with pytest.raises(ValueError, match="replay_share"):
+        replay_mix(rows, earlier, 1.5)

@@ -37,7 +37,7 @@ from resources.metadata import MetadataStore
 from resources.settings import ComputeResource, ImageSpecResource
 from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.ml.report import training_curves_png
-from ssl_assets.ml.training_set import TrainingSet, training_set
+from ssl_assets.ml.training_set import TrainingSet, replay_mix, training_set
 from ssl_assets.partitions import OWNERS
 from ssl_assets.profiles import Profile
 from ssl_assets.provenance import code_version
@@ -77,6 +77,12 @@ class PretrainConfig(Config):
     launcher: str = Field(default="subprocess", description="subprocess | k8s (PipesK8sClient)")
     warm_start_from_champion: bool = Field(
         default=True, description="start from the current champion encoder when there is one"
+    )
+    replay_share: float | None = Field(
+        default=None,
+        description="warm start only: earlier train images (those the champion encoder was "
+        "trained on) make up at most this share of the set, every new image kept (0.5: as many "
+        "earlier as new). None: the whole train split (every earlier image replayed).",
     )
     min_std_ratio: float = thresholds.ENCODER_MIN_STD_RATIO
     min_effective_rank: float = thresholds.ENCODER_MIN_EFFECTIVE_RANK
@@ -170,22 +176,26 @@ def _inputs(
     lake: LakeResource,
     metadata: MetadataStore,
     image_spec: ImageSpecResource,
-) -> tuple[TrainingSet, Any]:
+) -> tuple[TrainingSet, Any, dict]:
     """What a run trains on and from: the curated train split (refused while a blocking
     curation or audit gate's latest verdict is a failure: a data rule, like admission) and the
-    champion's encoder row when warm-starting."""
+    champion's encoder row when warm-starting, with the earlier images replayed beside the new
+    ones (`replay_share`, `ssl_assets.ml.training_set.replay_mix`; what was replayed is returned
+    for the lineage)."""
     blocked = metadata.blocking_failures(GATES_BEFORE_PRETRAINING)
     if blocked:
         raise Failure(
             description="pretraining is blocked by failed gates: " + "; ".join(blocked),
             metadata={"failed_gates": MetadataValue.json(blocked)},
         )
-    with refused():
-        data = training_set(
-            metadata.training_rows(image_spec.version), image_spec.version, lake.path
-        )
     warm = metadata.current_champion("encoder") if config.warm_start_from_champion else None
-    return data, warm
+    earlier = metadata.trained_image_ids(warm["created_at"]) if warm is not None else set()
+    with refused():
+        rows, replay = replay_mix(
+            metadata.training_rows(image_spec.version), earlier, config.replay_share, config.seed
+        )
+        data = training_set(rows, image_spec.version, lake.path)
+    return data, warm, replay
 
 
 def _weights_path(lake: LakeResource, model_id: str) -> str:
@@ -278,7 +288,7 @@ def ssl_encoder(
     version, warm start). Resumes from its own checkpoints when re-executed."""
     from ssl_assets.ml.config import config_hash
 
-    data, warm = _inputs(config, lake, metadata, image_spec)
+    data, warm, replay = _inputs(config, lake, metadata, image_spec)
     # the champion of this lake, its weights verified against the registry's content hash
     warm_path = lake.verified_model_path(warm) if warm is not None else None
     cfg = _train_config(config, profile, compute, data.images)
@@ -299,6 +309,7 @@ def ssl_encoder(
         "train_images": data.images,
         "code_version": code_version(),
         "warm_start": warm["model_id"] if warm is not None else None,
+        "replay": replay,
         "run_id": context.run.run_id,
     }
     verdict, history = _register(context, config, lake, metadata, model_id, cfg, lineage)
