@@ -20,6 +20,7 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 from PIL import Image, ImageDraw
 
+from quality import thresholds
 from resources.lake import READY_MARKER, LakeResource
 from resources.metadata import MetadataStore
 from ssl_assets.definitions import build_definitions
@@ -173,7 +174,7 @@ def test_a_shifted_batch_is_drift_and_triggers_a_retrain(champion_lake, tmp_path
     store, tick, again = second_batch(champion_lake, tmp_path, "shifted", invert=True)
     drift = _drift(store, "shifted")
     assert drift.loc["pinned", "drifted"] and drift.loc["pinned", "p_value"] < 0.01
-    assert drift.loc["pinned", "effect"] >= 0.05
+    assert drift.loc["pinned", "effect"] >= thresholds.MONITOR_MAX_DRIFT_EFFECT
     gate = _gate(store, "batch_drift")
     assert not gate["passed"] and gate["severity"] == "WARN"
     assert "shifted" in json.loads(gate["details"])["description"]
@@ -194,7 +195,8 @@ def test_labels_the_champion_gets_wrong_are_decay_and_trigger_a_retrain(champion
     store, tick, _ = second_batch(champion_lake, tmp_path, "relabeled", labels="flipped")
     assert not _drift(store, "relabeled")["drifted"].any()  # the images are more of the same
     champion = store.query("SELECT * FROM batch_scores WHERE batch = 'relabeled'").iloc[0]
-    assert champion["decayed"] and champion["high"] < champion["reference_accuracy"] - 0.05
+    drop = thresholds.MONITOR_MAX_ACCURACY_DROP
+    assert champion["decayed"] and champion["high"] < champion["reference_accuracy"] - drop
     assert not _gate(store, "champion_decay")["passed"]
 
     assert len(tick.run_requests) == 1
