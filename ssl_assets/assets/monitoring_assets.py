@@ -209,7 +209,9 @@ def _scores(
     from ssl_assets.ml.evaluate.shadow import DecayPolicy, correct_predictions, judge
 
     labels = metadata.batch_new_labels(batch, version)
-    pixels = lake.read_rows(labels) if len(labels) else np.empty((0,))
+    if labels.empty:
+        return []  # the batch brought no labels: nothing to score
+    pixels = lake.read_rows(labels)
     policy = DecayPolicy(max_accuracy_drop=config.max_accuracy_drop)
     scored, correct = [], {}
     for m in [champ.model] + ([champ.challenger] if champ.challenger else []):
