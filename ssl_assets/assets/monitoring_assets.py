@@ -149,13 +149,14 @@ def _drift(
     """(embedder, result) in the pinned space and the champion encoder's space."""
     from ssl_assets.audit.drift import measure_drift
 
-    rows = _capped(metadata.batch_included(batch, version), cfg.max_batch, cfg.seed)
+    included = metadata.batch_included(batch, version)
     if champ is None:
         why = "no champion yet: nothing to compare the batch with"
         return [
-            (None, DriftResult(s, len(rows), 0, None, None, None, 0, None, None, False, why))
+            (None, DriftResult(s, len(included), 0, None, None, None, 0, None, None, False, why))
             for s in ("pinned", "champion")
         ]
+    rows = _capped(included, cfg.max_batch, cfg.seed)
     ref = metadata.trained_reference(champ.encoder_created_at, version, batch)
     ref = _capped(ref, cfg.max_reference, cfg.seed + 1)
     with refused():
