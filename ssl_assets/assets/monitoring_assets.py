@@ -111,7 +111,9 @@ def _model(lake: LakeResource, row: pd.Series, role: str) -> _Model:
     )
 
 
-def _champion(lake: LakeResource, metadata: MetadataStore, compute) -> _Champion | None:
+def _champion(
+    lake: LakeResource, metadata: MetadataStore, compute: ComputeResource
+) -> _Champion | None:
     """The current champion with its encoder and the latest challenger, or None (no champion
     yet: nothing to judge a batch against)."""
     row, encoder_row = metadata.current_champion(), metadata.current_champion("encoder")
@@ -145,7 +147,7 @@ def _drift(
     batch: str,
     champ: _Champion | None,
     cfg: DriftConfig,
-) -> list[tuple[str, DriftResult]]:
+) -> list[tuple[str | None, DriftResult]]:
     """(embedder, result) in the pinned space and the champion encoder's space."""
     from ssl_assets.audit.drift import measure_drift
 
