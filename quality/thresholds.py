@@ -67,3 +67,22 @@ CHAMPION_MAX_SUBGROUP_GAP = 0.15
 CHAMPION_MIN_GROUP_SIZE = 10
 # ... estimated from this many bootstrap resamples of the val images.
 CHAMPION_BOOTSTRAP_RESAMPLES = 1000
+
+# batch_monitoring: a newly curated batch has drifted from the data the champion was trained on
+# when the energy coefficient (energy distance / 2 E|X-Y|, 0 = same distribution, 1 = apart;
+# ssl_assets/audit/drift.py) is at least this AND the permutation p-value is below
+# MONITOR_DRIFT_ALPHA: large enough to matter and not chance. Measured (pinned / a small SimCLR
+# encoder): batches drawn from the training distribution -0.011 to 0.003 (sklearn digits,
+# CIFAR-10, made scenes; the p-value keeps such small-sample wobbles from counting); CIFAR-10
+# with inverted colours 0.016 / 0.04; digits of three classes only 0.04; inverted digits 0.4.
+# Distances between embeddings concentrate in high dimensions, so real shifts read small here.
+MONITOR_MAX_DRIFT_EFFECT = 0.01
+MONITOR_DRIFT_ALPHA = 0.01
+# batch_monitoring: ... or when more than this share of its images are out of distribution
+# (nearest training image farther than the training set's own 99th percentile of nearest-
+# neighbour distances: about 1 % of an in-distribution batch), a new sub-population.
+MONITOR_MAX_OOD_SHARE = 0.2
+# batch_monitoring: the champion has decayed on a batch's new labels when the upper end of the
+# 95 % Wilson interval of its accuracy there is more than this below its reference accuracy
+# (its test accuracy when it was fine-tuned): worse beyond doubt, not by a few unlucky images.
+MONITOR_MAX_ACCURACY_DROP = 0.05

@@ -20,6 +20,7 @@ from resources.store.curation import CurationQueries
 from resources.store.evaluation import EvaluationQueries
 from resources.store.gates import GateQueries
 from resources.store.ingest import IngestQueries
+from resources.store.monitoring import MonitoringQueries
 from resources.store.registry import RegistryQueries
 
 
@@ -29,6 +30,7 @@ class MetadataStore(
     AuditQueries,
     RegistryQueries,
     EvaluationQueries,
+    MonitoringQueries,
     GateQueries,
     StoreCore,
 ):

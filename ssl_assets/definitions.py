@@ -22,6 +22,7 @@ from ssl_assets.assets import (
     curation_assets,
     evaluation_assets,
     ingest_assets,
+    monitoring_assets,
     pretraining_assets,
 )
 from ssl_assets.jobs import curate_job, ingest_job, pipeline_job, retrain_job
@@ -32,6 +33,7 @@ ASSET_MODULES = [
     ingest_assets,
     curation_assets,
     audit_assets,
+    monitoring_assets,
     pretraining_assets,
     evaluation_assets,
 ]

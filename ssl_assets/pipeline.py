@@ -77,14 +77,13 @@ def ingest_ready_batches(
 
 
 def maybe_retrain(defs: Definitions, instance: DagsterInstance) -> BatchRun | None:
-    """Run `retrain_evaluate` when the retrain policy says the new data is worth it."""
-    from ssl_assets.retrain_policy import retrain_decision
+    """Run `retrain_evaluate` when the retrain policy (new data, drift, decay) says so; the
+    decision is recorded in `retrain_decisions` like the sensor's."""
+    from ssl_assets.retrain_policy import decide_and_record
 
     store, profile = defs.resources["metadata"], defs.resources["profile"]
-    decision = retrain_decision(
-        **store.retrain_inputs(), min_new_images=profile.retrain_min_new_images
-    )
-    print(f"retrain policy: {'retrain' if decision.retrain else 'no retrain'}. {decision.reason}")
+    decision, _ = decide_and_record(store, profile.retrain_min_new_images, "ssl-assets run")
+    print(f"The retrain policy says {decision.reason}.")
     if not decision.retrain:
         return None
     return _run(defs, "retrain_evaluate", instance, "retrain_evaluate")

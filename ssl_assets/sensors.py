@@ -1,5 +1,5 @@
-"""Sensors: new landed batches start ingestion; newly admitted data starts curation and audits;
-enough newly curated data starts a retrain.
+"""Sensors: new landed batches start ingestion; newly admitted data starts curation, audits and
+monitoring; the retrain policy (new data, drift, decay) starts a retrain.
 
 All are idempotent by construction: each request carries a run key (per batch, per curated-data
 snapshot) and the landing sensor keeps a persisted cursor, so a repeated tick or a restarted
@@ -126,29 +126,36 @@ def curation_tick(context: SensorEvaluationContext, metadata: MetadataStore) -> 
     )
 
 
+def _in_flight(context: SensorEvaluationContext, job_name: str) -> bool:
+    from dagster import DagsterRunStatus, RunsFilter
+
+    return bool(
+        context.instance.get_runs(
+            RunsFilter(
+                job_name=job_name,
+                statuses=[
+                    DagsterRunStatus.QUEUED,
+                    DagsterRunStatus.NOT_STARTED,
+                    DagsterRunStatus.STARTING,
+                    DagsterRunStatus.STARTED,
+                ],
+            ),
+            limit=1,
+        )
+    )
+
+
 def retrain_tick(
     context: SensorEvaluationContext, metadata: MetadataStore, profile: Profile
 ) -> SensorResult:
-    from dagster import DagsterRunStatus, RunsFilter
+    from ssl_assets.retrain_policy import decide_and_record
 
-    from ssl_assets.retrain_policy import retrain_decision
-
-    busy = context.instance.get_runs(
-        RunsFilter(
-            job_name=curate_job.name,
-            statuses=[
-                DagsterRunStatus.QUEUED,
-                DagsterRunStatus.NOT_STARTED,
-                DagsterRunStatus.STARTING,
-                DagsterRunStatus.STARTED,
-            ],
-        ),
-        limit=1,
-    )
-    if busy:
+    if _in_flight(context, curate_job.name):
         return SensorResult(
-            skip_reason=SkipReason("Waiting: a curation and audit run is still in progress.")
+            skip_reason=SkipReason("Waiting: a curation, audit or monitoring run is in progress.")
         )
+    if _in_flight(context, ingest_job.name):
+        return SensorResult(skip_reason=SkipReason("Waiting: a batch is being ingested."))
     _, _, pending = metadata.curation_snapshot()
     if pending:
         return SensorResult(
@@ -157,18 +164,22 @@ def retrain_tick(
                 "sensor starts first."
             )
         )
-    decision = retrain_decision(
-        **metadata.retrain_inputs(), min_new_images=profile.retrain_min_new_images
+    decision, run_key = decide_and_record(
+        metadata, profile.retrain_min_new_images, decided_by="retrain_sensor"
     )
     if not decision.retrain:
         return SensorResult(skip_reason=SkipReason(decision.reason))
-    snapshot = metadata.train_snapshot()
-    context.log.info(f"retrain: {decision.reason}")
+    snapshot = run_key.removeprefix("retrain:")
+    context.log.info(decision.reason)
     return SensorResult(
         run_requests=[
             RunRequest(
-                run_key=f"retrain:{snapshot}",
-                tags={"ssl/snapshot": snapshot, "ssl/retrain-reason": decision.reason[:200]},
+                run_key=run_key,
+                tags={
+                    "ssl/snapshot": snapshot,
+                    "ssl/retrain-triggers": ",".join(decision.triggers),
+                    "ssl/retrain-reason": decision.reason[:200],
+                },
             )
         ],
         cursor=snapshot,
@@ -184,9 +195,11 @@ DESCRIPTIONS = {
     "curation_sensor": "Starts one curate run per snapshot of admitted, catalogued data (run key "
     "= a hash of batches, versions and counts), when some catalogued image is not yet curated.",
     "retrain_sensor": "Starts one retrain_evaluate run per train-split snapshot when the retrain "
-    "policy says enough new curated train images arrived since the last encoder, curation is "
-    "up to date and no curation/audit run is in flight (their gates are checked again by "
-    "ssl_encoder when it runs).",
+    "policy says so: enough new curated train images since the last encoder, a new batch that "
+    "drifted from the champion's training data, or the champion decayed on a batch's new labels "
+    "(batch_monitoring). Decides only when curation is up to date and no ingest or "
+    "curate_and_audit run is in flight; every decision, retrain or not, is recorded in "
+    "retrain_decisions with its evidence, and a no is the tick's skip reason, in plain words.",
 }
 
 

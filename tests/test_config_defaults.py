@@ -15,12 +15,15 @@ from quality import thresholds
 from resources.curation_settings import CurationSettings
 from ssl_assets.assets.curation_assets import CuratedImagesConfig
 from ssl_assets.assets.evaluation_assets import ChampionConfig, FinetuneAssetConfig
+from ssl_assets.assets.monitoring_assets import MonitoringConfig
 from ssl_assets.assets.pretraining_assets import PretrainConfig
+from ssl_assets.audit.drift import DriftConfig
 from ssl_assets.curation.dedup import DedupConfig
 from ssl_assets.curation.splits import SplitConfig
 from ssl_assets.ml.config import TrainConfig
 from ssl_assets.ml.evaluate.finetuning import FinetuneConfig
 from ssl_assets.ml.evaluate.promotion import PromotionPolicy
+from ssl_assets.ml.evaluate.shadow import DecayPolicy
 from ssl_assets.profiles import get_profile
 
 #: asset Config field left at None -> the profile field that supplies it
@@ -53,6 +56,8 @@ def _plain_defaults(plain: type) -> dict:
         (CurationSettings, DedupConfig),
         (CuratedImagesConfig, SplitConfig),
         (ChampionConfig, PromotionPolicy),
+        (MonitoringConfig, DriftConfig),
+        (MonitoringConfig, DecayPolicy),
     ],
 )
 def test_every_shared_field_has_one_default(asset_config, plain):

@@ -64,6 +64,10 @@ TABLES = frozenset(
         # 005_leaks.sql
         "recurations",
         "curation_changes",
+        # 006_monitoring.sql
+        "batch_drift",
+        "batch_scores",
+        "retrain_decisions",
     }
 )
 _MIGRATED: set[str] = set()

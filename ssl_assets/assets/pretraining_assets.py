@@ -37,7 +37,7 @@ from resources.lake import LakeResource
 from resources.metadata import MetadataStore
 from resources.settings import ComputeResource, ImageSpecResource, TrackingResource
 from ssl_assets.ml.report import training_curves_png
-from ssl_assets.ml.training_set import TrainingSet, training_set
+from ssl_assets.ml.training_set import TrainingSet, replay_mix, training_set
 from ssl_assets.partitions import OWNERS
 from ssl_assets.presentation import link, numbers, picture
 from ssl_assets.presentation import table as presentation_table
@@ -105,6 +105,12 @@ class PretrainConfig(Config):
         description="start from these weights instead (continual pretraining): a torchvision "
         "weights name such as ResNet50_Weights.IMAGENET1K_V2 (from the local torch hub cache, "
         "never downloaded), a .pth/.safetensors file, or a registered model id",
+    )
+    replay_share: float | None = Field(
+        default=None,
+        description="warm start only: earlier train images (those the champion encoder was "
+        "trained on) make up at most this share of the set, every new image kept (0.5: as many "
+        "earlier as new). None: the whole train split (every earlier image replayed).",
     )
     min_std_ratio: float = thresholds.ENCODER_MIN_STD_RATIO
     min_effective_rank: float = thresholds.ENCODER_MIN_EFFECTIVE_RANK
@@ -200,20 +206,32 @@ def _train(
 
 
 def _inputs(
-    metadata: MetadataStore, lake: LakeResource, image_spec: ImageSpecResource
-) -> TrainingSet:
-    """What a run trains on: the curated train split (refused while a blocking curation or
-    audit gate's latest verdict is a failure: a data rule, like admission)."""
+    config: PretrainConfig,
+    lake: LakeResource,
+    metadata: MetadataStore,
+    image_spec: ImageSpecResource,
+) -> tuple[TrainingSet, Any, dict]:
+    """What a run trains on and from: the curated train split (refused while a blocking
+    curation or audit gate's latest verdict is a failure: a data rule, like admission) and the
+    champion's encoder row when warm-starting, with the earlier images replayed beside the new
+    ones (`replay_share`, `ssl_assets.ml.training_set.replay_mix`; what was replayed is returned
+    for the lineage)."""
     blocked = metadata.blocking_failures(GATES_BEFORE_PRETRAINING)
     if blocked:
         raise Failure(
             description="pretraining is blocked by failed gates: " + "; ".join(blocked),
             metadata={"failed_gates": MetadataValue.json(blocked)},
         )
+    # a pretrained start (init_from) replaces the champion, and replays nothing
+    use_champion = config.warm_start_from_champion and not config.init_from
+    warm = metadata.current_champion("encoder") if use_champion else None
+    earlier = metadata.trained_image_ids(warm["created_at"]) if warm is not None else set()
     with refused():
-        return training_set(
-            metadata.training_rows(image_spec.version), image_spec.version, lake.path
+        rows, replay = replay_mix(
+            metadata.training_rows(image_spec.version), earlier, config.replay_share, config.seed
         )
+        data = training_set(rows, image_spec.version, lake.path)
+    return data, warm, replay
 
 
 def _resolve(source: str, lake: LakeResource, metadata: MetadataStore) -> Any:
@@ -225,11 +243,11 @@ def _resolve(source: str, lake: LakeResource, metadata: MetadataStore) -> Any:
 
 
 def _start(
-    config: PretrainConfig, lake: LakeResource, metadata: MetadataStore, cfg: Any
+    config: PretrainConfig, lake: LakeResource, metadata: MetadataStore, cfg: Any, warm: Any
 ) -> tuple[Path | None, dict]:
     """The weights training starts from and what the lineage records about them and about a
-    distillation teacher. The start: `init_from` when set, else the champion's encoder (its
-    weights verified against the registry) when warm-starting from it, else none. A teacher
+    distillation teacher. The start: `init_from` when set, else the champion's encoder row `warm`
+    (its weights verified against the registry) when warm-starting from it, else none. A teacher
     (`objective.teacher` of method distill, any init_from source) is pinned in the run's
     config by path and SHA-256, so the trainer needs no registry and another teacher is
     another run."""
@@ -249,7 +267,6 @@ def _start(
         with refused():
             check_backbone(start, cfg.backbone)
         return start.path, {**lineage, "init_from": start.lineage()}
-    warm = metadata.current_champion("encoder") if config.warm_start_from_champion else None
     if warm is None:
         return None, lineage
     return lake.verified_model_path(warm), {**lineage, "warm_start": warm["model_id"]}
@@ -346,9 +363,9 @@ def ssl_encoder(
     version, warm start). Resumes from its own checkpoints when re-executed."""
     from ssl_assets.ml.config import config_hash
 
-    data = _inputs(metadata, lake, image_spec)
+    data, warm, replay = _inputs(config, lake, metadata, image_spec)
     cfg = _train_config(config, profile, compute, data.images)
-    warm_path, start = _start(config, lake, metadata, cfg)
+    warm_path, start = _start(config, lake, metadata, cfg, warm)
     # The world size changes how batches are split (and BatchNorm statistics), so a checkpoint
     # only resumes under the same number of processes.
     run_hash = config_hash(
@@ -366,6 +383,7 @@ def ssl_encoder(
         "train_images": data.images,
         "code_version": code_version(),
         **start,
+        "replay": replay,
         "run_id": context.run.run_id,
     }
     verdict, history = _register(context, config, lake, metadata, model_id, cfg, lineage)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -54,3 +55,42 @@ def training_set(rows: pd.DataFrame, version: str, resolve: Callable[[str], Path
     ids = "\n".join(sorted(train["image_id"]))
     fingerprint = hashlib.sha256(f"{version}\n{ids}".encode()).hexdigest()[:16]
     return TrainingSet(parts, val, classes, fingerprint, len(train))
+
+
+def replay_mix(
+    rows: pd.DataFrame, earlier: set[str], share: float | None, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The train rows a warm-started retrain reads: every *new* train image (not in `earlier`,
+    the images the warm-start encoder was trained on) and earlier ones replayed so that they
+    make up at most `share` of the set, drawn by a seeded permutation; val rows untouched.
+
+    Why: a warm-started encoder trained on new images alone drifts towards them and forgets the
+    rest (catastrophic forgetting); replaying a share of earlier data during the update keeps
+    it (experience replay: Rolnick et al., "Experience replay for continual learning", NeurIPS
+    2019, where a 50/50 mix of old and new largely prevents forgetting). `share=None` replays
+    every earlier image: the whole train split, the pipeline's default, whose realised share is
+    simply earlier / all. A number makes retraining cost follow the new data instead of the
+    whole lake (0.5: as many earlier images as new ones; 0: new images only). Returns the rows
+    and what was replayed (requested and realised share, counts), for the encoder's lineage.
+    """
+    if share is not None and not 0.0 <= share <= 1.0:
+        raise ValueError(f"replay_share must be in [0, 1] or None, got {share}")
+    train = (rows["split"] == "train").to_numpy()
+    old = train & rows["image_id"].isin(earlier).to_numpy()
+    n_new, n_old = int((train & ~old).sum()), int(old.sum())
+    keep_old = n_old
+    if share is not None and n_new and share < 1.0:
+        keep_old = min(n_old, int(round(share / (1.0 - share) * n_new)))
+    keep = ~old
+    if keep_old:
+        old_ids = np.sort(rows.loc[old, "image_id"].to_numpy().astype(str))
+        chosen = set(np.random.default_rng(seed).permutation(old_ids)[:keep_old])
+        keep |= old & rows["image_id"].isin(chosen).to_numpy()
+    info = {
+        "replay_share": share,
+        "realised_share": keep_old / (keep_old + n_new) if keep_old + n_new else 0.0,
+        "new_images": n_new,
+        "replayed_images": keep_old,
+        "earlier_images": n_old,
+    }
+    return rows[keep].reset_index(drop=True), info

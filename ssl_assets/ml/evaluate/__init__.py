@@ -17,6 +17,7 @@ Modules:
 - `lora`: LoRA wrappers for linear and conv layers; `finetuning`: `full` / `partial` / `lora`.
 - `metrics`: accuracy, per-class and subgroup accuracy, ECE, corruption robustness.
 - `promotion`: paired bootstrap and the champion/challenger decision.
+- `shadow`: models scored on a batch's new labels (Wilson intervals) and the decay rule.
 - `model_io`: the fine-tuned model directory (`model.safetensors` + `model.json`);
   `model_card`: `MODEL_CARD.md`.
 """
