@@ -4,7 +4,7 @@ In a temporary lake and Dagster instance, like `ssl_assets.pipeline` runs them:
 
 1. **earlier**: `--earlier` CIFAR-10 train images as they are (labeled, splits drawn 70/15/15),
    ingested, curated (`curate_and_audit`, whose `batch_monitoring` has no champion yet to judge
-   against) and trained on (`retrain_evaluate`: SimCLR `small_cnn`, `--epochs` epochs, a
+   against) and trained on (`retrain_evaluate`: SimCLR `small_cnn`, `--steps` optimizer steps, a
    fine-tuned head, the first champion).
 2. **later-same** (control): `--later` more CIFAR-10 train images as they are: ingested,
    curated and monitored; the retrain policy decides (expected: no retrain).
@@ -154,7 +154,9 @@ def main() -> None:
     parser.add_argument("--earlier", type=int, default=2000)
     parser.add_argument("--later", type=int, default=300)
     parser.add_argument("--shift", choices=("invert", "classes"), default="invert")
-    parser.add_argument("--epochs", type=int, default=10, help="SimCLR epochs per retrain")
+    parser.add_argument(
+        "--steps", type=int, default=60, help="SimCLR optimizer steps per retrain (~10 epochs)"
+    )
     parser.add_argument("--finetune-epochs", type=int, default=15)
     parser.add_argument("--replay-share", type=float, default=None)
     parser.add_argument("--min-new-images", type=int, default=1000)
@@ -177,10 +179,10 @@ def main() -> None:
     profile = Profile(
         **{
             **get_profile("demo").model_dump(),
-            "pretrain_epochs": args.epochs,
+            "pretrain_steps": args.steps,
             "finetune_epochs": args.finetune_epochs,
             "eval_seeds": 1,
-            "scratch_max_seconds": 5.0,
+            "scratch_steps": 20,
             "retrain_min_new_images": args.min_new_images,
         }
     )
