@@ -25,7 +25,6 @@ from dagster import (
     AssetExecutionContext,
     Config,
     MaterializeResult,
-    MetadataValue,
     asset,
 )
 from pydantic import Field
@@ -36,10 +35,11 @@ from resources.lake import LakeResource
 from resources.metadata import MetadataStore, utcnow
 from resources.settings import ComputeResource, ImageSpecResource
 from ssl_assets.audit.drift import STATISTIC, DriftConfig, DriftResult, capped_rows, drift_verdict
-from ssl_assets.curation.contact_sheet import markdown_image
 from ssl_assets.curation.embedders import pinned_embeddings
 from ssl_assets.ml.evaluate.shadow import ModelScore
 from ssl_assets.partitions import METADATA_WRITER_POOL, OWNERS
+from ssl_assets.presentation import numbers, picture
+from ssl_assets.presentation import table as presentation_table
 from ssl_assets.refusals import refused
 
 
@@ -359,25 +359,22 @@ def _metadata(
         if getattr(r, k) is not None
     }
     plotted = history.dropna(subset=["effect"]) if len(history) else history
+    png = (
+        drift_over_batches_png(plotted, config.max_effect, config.max_ood_share)
+        if len(plotted)
+        else None
+    )
     return {
-        "batches_monitored": MetadataValue.json(list(judged)),
+        # the picture and the tables first, then the numbers the Plots tab draws over runs
+        "drift_over_batches": picture(
+            png, "drift over batches", "nothing measured yet (no champion)"
+        ),
+        "drift": presentation_table(history[drift_cols], digits=3) if len(history) else "none",
+        "scores_side_by_side": presentation_table(scores[score_cols], digits=3)
+        if len(scores)
+        else "no batch brought labels yet",
+        **numbers(latest),
+        "batches_monitored": ", ".join(judged) or "none",
         "champion": champ.model.model_id if champ else "none yet",
         "challenger": champ.challenger.model_id if champ and champ.challenger else "none",
-        **latest,
-        "drift": MetadataValue.md(
-            history[drift_cols].to_markdown(index=False, floatfmt=".3g") if len(history) else "none"
-        ),
-        "scores_side_by_side": MetadataValue.md(
-            scores[score_cols].to_markdown(index=False, floatfmt=".3f")
-            if len(scores)
-            else "no batch brought labels yet"
-        ),
-        "drift_over_batches": MetadataValue.md(
-            markdown_image(
-                drift_over_batches_png(plotted, config.max_effect, config.max_ood_share),
-                "drift over batches",
-            )
-            if len(plotted)
-            else "nothing measured yet (no champion)"
-        ),
     }
