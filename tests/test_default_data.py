@@ -113,6 +113,7 @@ def test_run_command_ingests_both_batches_and_prints_a_summary(tmp_path):
         "probes",
         "finetuned_model",
         "champion_model",
+        "batch_monitoring",
     }
     assert all(a == b for a, b in (v.split("/") for v in gates.values())), gates
     assert curated[0] == 240 and curated[1] > 200  # every image curated, few excluded

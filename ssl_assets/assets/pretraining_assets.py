@@ -56,7 +56,7 @@ class PretrainConfig(Config):
     method: str | None = Field(
         default=None,
         description="simclr | moco | byol | vicreg | dino | mae | hybrid | distill (a frozen "
-        "teacher: objective {teacher: <init_from source>}) "
+        "teacher: objective {teacher: any init_from source}) "
         "(None: the profile's pretrain_method)",
     )
     objective: dict[str, Any] = Field(
@@ -256,7 +256,7 @@ def _start(
     lineage: dict = {"warm_start": None, "init_from": None, "teacher": None}
     if cfg.method == "distill":
         if not cfg.objective.get("teacher"):
-            raise Failure('method distill needs objective {"teacher": <init_from source>}')
+            raise Failure('method distill needs objective {"teacher": any init_from source}')
         teacher = _resolve(str(cfg.objective["teacher"]), lake, metadata)
         cfg.objective.update(teacher=str(teacher.path), teacher_sha256=teacher.sha256)
         if teacher.backbone:  # a torchvision name's architecture, once it is only a path
