@@ -275,10 +275,12 @@ def test_two_process_torchrun_training_reports_to_dagster_once(trained):
 
 
 def test_curation_can_pin_a_named_encoder_for_the_semantic_tier(trained):
-    """Curation's semantic tier may use an encoder named in config instead of the fixed cheap
-    embedding; the name is recorded with every group, and nothing about training changes it."""
+    """Curation's semantic tier may use an encoder named in the lake's curation settings instead
+    of the fixed cheap embedding; the name is recorded with every group, and nothing about
+    training changes it."""
     from PIL import Image
 
+    from resources.curation_settings import CurationSettings
     from ssl_assets.assets.curation_assets import duplicates
 
     lake, store, resources, instance = trained
@@ -302,8 +304,8 @@ def test_curation_can_pin_a_named_encoder_for_the_semantic_tier(trained):
     result = materialize(
         [duplicates],
         instance=instance,
-        resources=resources,
-        run_config={"ops": {"duplicates": {"config": {"embedder": encoder_id}}}, **QUIET},
+        resources={**resources, "curation": CurationSettings(embedder=encoder_id)},
+        run_config=QUIET,
     )
     assert result.success
     rows = store.query(

@@ -21,6 +21,7 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 from PIL import Image, ImageDraw
 
 from quality import thresholds
+from resources.curation_settings import CurationSettings
 from resources.lake import READY_MARKER, LakeResource
 from resources.metadata import MetadataStore
 from ssl_assets.definitions import build_definitions
@@ -93,6 +94,10 @@ def champion_lake(tmp_path_factory) -> Path:
     lake = LakeResource(root=str(root))
     lake.ensure()
     store = MetadataStore(path=str(lake.metadata_path))
+    # The scenes share one layout and their classes differ only by colour; the aligned tier
+    # compares tone-normalised luminance structure, so it would merge different scenes of this
+    # family. A lake of such images turns it off in its curation settings, as this one does.
+    CurationSettings(aligned=False).write(lake)
     land(lake, "first", range(100), labels="true")
     assets = {a.key.to_user_string(): a for a in defs.assets if hasattr(a, "key")}
     with DagsterInstance.ephemeral() as instance:
