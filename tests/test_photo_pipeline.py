@@ -72,7 +72,13 @@ def photo_lake(tmp_path_factory):
             run_config={
                 "ops": {
                     "ssl_encoder": {"config": {**TRAIN, "epochs": 2, "init_from": str(start)}},
-                    "probes": {"config": {"seeds": 1, "budgets": [{"fraction": 1.0, "min_per_class": 1}]}},
+                    "probes": {
+                        "config": {
+                            "seeds": 1,
+                            "budgets": [{"fraction": 1.0, "min_per_class": 1}],
+                            "scratch_steps": 2,
+                        }
+                    },
                     "finetuned_model": {"config": {"epochs": 2}},
                 },
                 **QUIET,
