@@ -502,7 +502,7 @@ def _encoder_metadata(
         **numbers(headline),
         "model_id": model_id,
         "method": cfg.method,
-        "backbone": config.backbone,
+        "backbone": cfg.backbone,  # resolved: the profile's, and auto made concrete
         "batch_size": cfg.batch_size,
         "processes": config.processes,
         "weights": _weights_path(lake, model_id),
