@@ -14,15 +14,29 @@ import importlib
 import math
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from quality.verdict import Verdict
 
-if TYPE_CHECKING:  # the store is passed in; quality imports nothing above it
-    from resources.metadata import MetadataStore
+
+class GateStore(Protocol):
+    """Where gate verdicts are recorded: `resources.metadata.MetadataStore` (passed in, so
+    quality imports nothing above it)."""
+
+    def record_gate(
+        self,
+        asset: str,
+        check_name: str,
+        partition: str | None,
+        passed: bool,
+        severity: str,
+        details: dict[str, Any],
+        run_id: str | None,
+    ) -> None: ...
+
 
 SAMPLE_VALUES = 5
 
@@ -229,7 +243,7 @@ def floors_verdict(*, check_name: str, values: dict[str, tuple[float, float]]) -
 
 
 def record_check(
-    store: MetadataStore,
+    store: GateStore,
     asset: str,
     verdict: Verdict,
     *,
